@@ -25,12 +25,7 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=$(GPUS)
 	@echo
-	@echo "Outputs:"
-	@echo "  datasets      data/raw/*.parquet (+ .json provenance)"
-	@echo "  prompts       data/prompts/*.parquet"
-	@echo "  models        models/*/"
-	@ls -d results/summary results/figures 2>/dev/null | sed 's/^/  results       /' || true
-	@echo "  logs          logs/   (one per job; timings in benchmarks_out/)"
+	@$(BIN)/python -m attribution findings --report-command "$(BIN)/snakemake --report results/report.html"
 
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS=--slurm` (needs tests/slurm/up.sh first).
 PYTEST_ARGS ?=

@@ -68,11 +68,15 @@ rule summarize:
     input:
         metrics=[f"results/{m}/{b}/metrics.json" for m, b in model_benchmark_pairs()],
         provenance=[f"data/raw/{d}.json" for d in summary_datasets()],
+        # datasets with a held-out part: their task ids give the summary's train/held_out rows
+        split_data=[f"data/raw/{d}.parquet" for d in summary_split_datasets()],
     output:
         "results/summary/metrics.parquet",
     params:
         runs=summary_runs(),
         datasets=summary_datasets(),
+        split_datasets=summary_split_datasets(),
+        held_out={d: dataset_held_out(d) for d in summary_split_datasets()},
         code_version="+".join(CODE[s] for s in ("generation", "execution", "score")),
         code=CODE["summary"],
     log:

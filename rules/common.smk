@@ -45,7 +45,7 @@ wildcard_constraints:
 # changes (Snakemake's own `code` trigger sees only the entry script; profiles drop it).
 CODE = {
     "data": library_hash(["attribution/data", "attribution/io.py"]),
-    "build": library_hash(["attribution/models", "attribution/io.py"]),
+    "build": library_hash(["attribution/models", "attribution/data", "attribution/io.py"]),
     "generation": library_hash(
         ["attribution/generation", "attribution/models/loading.py", "attribution/io.py"]
     ),
@@ -58,7 +58,15 @@ CODE = {
         + ["attribution/data/records.py", "attribution/io.py"]
     ),
     "score": library_hash(["attribution/execution/engine.py", "attribution/execution/passk.py"]),
-    "summary": library_hash(["attribution/summary.py", "attribution/config.py", "attribution/io.py"]),
+    "summary": library_hash(
+        [
+            "attribution/summary.py",
+            "attribution/config.py",
+            "attribution/data/splits.py",
+            "attribution/data/records.py",
+            "attribution/io.py",
+        ]
+    ),
     "finetune": library_hash(
         ["attribution/finetune", "attribution/data", "attribution/models", "attribution/io.py"]
     ),
@@ -87,12 +95,22 @@ def benchmark_settings(benchmark):
     return config["benchmarks"][benchmark]
 
 
-def sample_data_files():
-    return [
-        spec["path"]
-        for spec in config["datasets"].values()
-        if spec["source"] == "local" and spec["path"].startswith("data/samples/")
-    ]
+def build_train_on(wildcards):
+    """The benchmarks a built model pretrains on (prompt + reference answer documents)."""
+    return config["models"][wildcards.model]["build"].get("train_on", [])
+
+
+def build_datasets(wildcards):
+    return [f"data/raw/{BENCHMARK_DATASET[b]}.parquet" for b in build_train_on(wildcards)]
+
+
+def dataset_held_out(dataset):
+    """The dataset's ``held_out`` block (None: no held-out part)."""
+    return config["datasets"][dataset].get("held_out")
+
+
+def build_held_out(wildcards):
+    return {b: dataset_held_out(BENCHMARK_DATASET[b]) for b in build_train_on(wildcards)}
 
 
 def model_benchmark_pairs():
@@ -187,6 +205,10 @@ def summary_runs():
 
 def summary_datasets():
     return sorted({BENCHMARK_DATASET[b] for _, b in model_benchmark_pairs()})
+
+
+def summary_split_datasets():
+    return [d for d in summary_datasets() if dataset_held_out(d)]
 
 
 # Trace stage (rules/trace.smk): settings, the models it traces, what each job depends on.

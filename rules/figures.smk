@@ -24,7 +24,12 @@ FINETUNE_PAIRS = finetune_pairs(config, MODELS)
 TRACED = TRACE_MODELS
 MAX_HEATMAPS = FIGURES.get("max_trace_heatmaps", 6)
 # One content hash per figure family: editing one plot module reruns only its figures.
-_PLOT_BASE = ["attribution/plots/style.py", "attribution/plots/targets.py", "attribution/io.py"]
+_PLOT_BASE = [
+    "attribution/plots/style.py",
+    "attribution/plots/targets.py",
+    "attribution/data/splits.py",
+    "attribution/io.py",
+]
 PLOT_CODE = {
     "pass_at_k": library_hash([*_PLOT_BASE, "attribution/plots/metrics.py"]),
     "finetune": library_hash(

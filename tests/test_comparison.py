@@ -39,7 +39,18 @@ def summary_of(model: str, benchmark: str, frame: pd.DataFrame, ks=(1, 2)) -> li
     for k in ks:
         counts = frame.groupby("task_id")["passed"].agg(["size", "sum"])
         value = np.mean([pass_at_k(int(n), int(c), k) for n, c in counts.to_numpy()])
-        rows.append(dict(model=model, benchmark=benchmark, metric=f"pass@{k}", value=value, k=k))
+        rows.append(
+            dict(
+                model=model,
+                benchmark=benchmark,
+                metric=f"pass@{k}",
+                variant="",
+                stat="pass@k",
+                k=k,
+                subset="all",
+                value=value,
+            )
+        )
     return rows
 
 
@@ -171,7 +182,14 @@ def test_real_summary_format_end_to_end(tmp_path):
     for dataset in ("humanevalplus", "cruxeval", "apps"):
         provenance[dataset] = tmp_path / f"{dataset}.prov.json"
         provenance[dataset].write_text(json.dumps({"content_sha256": "0" * 64}))
-    summary = summarize(runs, provenance, "test")
+    # a held-out part of CRUXEval: its train / held_out rows stay out of the comparison
+    parts = {"cruxeval": {f"T/{t}": "held_out" if t < 3 else "train" for t in range(9)}}
+    summary = summarize(runs, provenance, "test", parts)
+    assert set(summary.loc[summary["benchmark"] == "cruxeval_o", "subset"]) == {
+        "all",
+        "train",
+        "held_out",
+    }
     table = compare(summary, frames, [Pair("b", "a")], SETTINGS)
     assert set(table["metric"]) == {
         "base/pass@1",
@@ -195,6 +213,6 @@ def test_real_summary_format_end_to_end(tmp_path):
     assert list(drawn["group"].unique()) == ["base tests", "base + plus tests"]
     fig = pass_at_k_figure(summary, "apps", ["a", "b"])
     apps = summary[(summary["benchmark"] == "apps") & (summary["k"] == 1)]
-    apps = apps[apps["metric"].str.contains("pass@")]
+    apps = apps[apps["stat"] == "pass@k"]
     heights = sorted(p.get_height() for p in fig.axes[0].patches)
     assert heights == pytest.approx(sorted(100 * apps["value"]))

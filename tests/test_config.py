@@ -62,6 +62,7 @@ def dry_run_with(tmp_path: Path, override: dict) -> subprocess.CompletedProcess[
             "models.ft.finetune.base: unknown model 'no-such-model'",
         ),
         ({"models": {"a/b": {"hub": "org/name"}}}, "a/b"),
+        ({"trace": {"models": ["tiny-olmo"]}}, "trace.models: 'tiny-olmo' is not a model"),
     ],
     ids=[
         "unknown-source",
@@ -71,6 +72,7 @@ def dry_run_with(tmp_path: Path, override: dict) -> subprocess.CompletedProcess[
         "missing-path",
         "unknown-base",
         "slash-in-name",
+        "trace-model-typo",
     ],
 )
 def test_invalid_config_fails_at_parse_time_naming_key(tmp_path, override, expected):
@@ -144,3 +146,71 @@ def test_check_config_requires_dataset_of_each_benchmark(repo_root):
     cfg["benchmarks"]["apps"] = {}
     with pytest.raises(ConfigError, match="benchmarks.apps: needs datasets.apps"):
         check_config(cfg, workdir=repo_root)
+
+
+def _demo_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        # a typo in trace.models used to trace nothing, silently
+        ({"trace": {"models": ["tiny-olmo"]}}, r"trace.models: 'tiny-olmo' is not a model"),
+        (
+            {
+                "models": {"tiny-llama": {"benchmarks": ["apps"]}},
+                "trace": {"models": ["tiny-llama"]},
+            },
+            r"trace.models: 'tiny-llama' does not run cruxeval_o",
+        ),
+        (
+            {"trace": {"force_problems": ["sample_1", "sample_99"]}},
+            r"trace.force_problems: \['sample_99'\] are not task ids of datasets.cruxeval",
+        ),
+        # ks above n_samples used to be dropped from the scores, silently
+        (
+            {"benchmarks": {"apps": {"n_samples": 2, "ks": [1, 2, 5]}}},
+            r"benchmarks.apps.ks: \[5\] exceed n_samples \(2\)",
+        ),
+        (
+            {"models": {"tiny-olmo2-apps": {"finetune": {"eval_fraction": 0.1}}}},
+            r"models.tiny-olmo2-apps.finetune.eval_fraction: 0.1 differs from "
+            r"datasets.apps.held_out.fraction",
+        ),
+        (
+            {"models": {"tiny-olmo2-apps": {"finetune": {"seed": 3}}}},
+            r"finetune.seed: 3 differs from datasets.apps.held_out.seed",
+        ),
+        (
+            {"models": {"tiny-llama": {"build": {"train_on": ["apps"]}}}, "datasets": "no-apps"},
+            r"models.tiny-llama.build.train_on: apps needs datasets.apps",
+        ),
+    ],
+    ids=[
+        "trace-model-typo",
+        "trace-model-without-cruxeval",
+        "unknown-forced-problem",
+        "k-above-n",
+        "finetune-trains-on-held-out",
+        "finetune-split-seed",
+        "train-on-without-dataset",
+    ],
+)
+def test_semantic_config_errors(repo_root, override, expected):
+    config = _demo_config()
+    if override.pop("datasets", None) == "no-apps":
+        del config["datasets"]["apps"], config["benchmarks"]["apps"]
+        del config["models"]["tiny-olmo2-apps"]
+    deep_update(config, override)
+    with pytest.raises(ConfigError, match=expected):
+        check_config(config, workdir=repo_root)
+
+
+def test_trace_models_accept_entries_and_revisions(repo_root):
+    config = _demo_config()
+    config["models"]["olmo"] = {"hub": "org/m", "revisions": ["step1", "step2"]}
+    config["trace"]["models"] = ["olmo", "olmo@step2", "tiny-llama"]
+    check_config(config, workdir=repo_root)
+    config["trace"]["force_problems"] = ["sample_3"]  # a real id of the local dataset
+    check_config(config, workdir=repo_root)

@@ -79,6 +79,7 @@ def test_finetune_rule_runs_on_a_train_split_dataset(tmp_path):
             "datasets": {
                 "apps_train": {"kind": "apps", "source": "local", "path": "data/samples/apps.jsonl"}
             },
+            "trace": {"models": ["tiny-olmo2"]},
             "models": {
                 "tiny-llama": None,
                 "tiny-olmo2": {"build": {"pretrain_steps": 0, "vocab_size": 1024}},

@@ -86,3 +86,49 @@ def test_cpu_dtype_is_float32():
     assert pick_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype"):
         pick_dtype("int4", torch.device("cpu"))
+
+
+def test_build_on_documents_memorizes_what_it_trained_on(tmp_path, repo_root):
+    """train_on: the model pretrains on benchmark prompts + answers and then answers them,
+    greedily and with a clean probability of the answer's first token (as causal tracing
+    prepares it) above 0.5; the held-out task is not in its training documents."""
+    from attribution.data.loaders import load_dataset_file
+    from attribution.data.prompts import cruxeval_output_row
+    from attribution.data.records import records_from_frame
+    from attribution.data.splits import HeldOut
+    from attribution.models.corpus import benchmark_documents
+    from attribution.tracing.spans import prepare_cruxeval
+
+    frame = load_dataset_file("cruxeval", repo_root / "data/samples/cruxeval.jsonl").head(4)
+    docs = benchmark_documents("cruxeval_o", frame, HeldOut(fraction=0.25, seed=0))
+    assert [d.task_id for d in docs] == ["sample_0", "sample_1", "sample_2"]
+    spec = TinyModelSpec(
+        arch="llama",
+        layers=2,
+        hidden=64,
+        heads=4,
+        vocab_size=1024,
+        seed=0,
+        train_on=("cruxeval_o",),
+        pretrain_steps=100,
+        pretrain_batch_size=3,
+        pretrain_lr=1e-2,
+    )
+    folder = build_tiny_model(spec, tmp_path / "m", corpus=stdlib_corpus()[:3], documents=docs)
+    record = json.loads((folder / "build_spec.json").read_text())
+    assert record["trained_tasks"] == {"cruxeval_o": ["sample_0", "sample_1", "sample_2"]}
+    assert record["spec"]["train_on"] == ["cruxeval_o"]
+    loaded = load_model_and_tokenizer(folder, device="cpu")
+    tok, model = loaded.tokenizer, loaded.model
+    for task in records_from_frame("cruxeval", frame)[:3]:
+        row = cruxeval_output_row(task)
+        ids = tok(row["prompt"], return_tensors="pt")["input_ids"]
+        out = model.generate(ids, max_new_tokens=20, do_sample=False, pad_token_id=tok.eos_token_id)
+        answer = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        assert answer.startswith(f"assert f({task.input}) == {task.output}\n[/ANSWER]"), answer
+        traced = prepare_cruxeval(
+            tok, row["prompt"], row["answer_prefix"], task.code, task.input, task.output
+        )
+        with torch.inference_mode():
+            logits = model(torch.tensor([traced.prompt.input_ids])).logits[0, -1]
+        assert torch.softmax(logits, -1)[traced.prompt.target_id] > 0.5

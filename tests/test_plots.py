@@ -12,7 +12,6 @@ from attribution.plots.checkpoints import checkpoint_figure, checkpoint_table, h
 from attribution.plots.finetune import before_after_figure, loss_curves_figure
 from attribution.plots.metrics import (
     families_present,
-    parse_metric,
     pass_at_k_figure,
     pass_at_k_table,
 )
@@ -28,6 +27,21 @@ from attribution.plots.trace import (
 MODELS = ["tiny-olmo2", "tiny-llama", "tiny-olmo2-ft"]
 
 
+def _row(model, benchmark, variant, stat, k, value, subset="all"):
+    metric = "/".join(p for p in (variant, "pass@" + str(k) if stat == "pass@k" else stat) if p)
+    return dict(
+        model=model,
+        benchmark=benchmark,
+        metric=metric,
+        variant=variant,
+        stat=stat,
+        k=k if stat == "pass@k" else None,
+        subset=subset,
+        value=value,
+        n=5,
+    )
+
+
 def summary_frame() -> pd.DataFrame:
     """A summary in attribution.summary's long format with distinct, known values per row,
     including the rows the figures leave out (HumanEval+'s plain pass@k, a copy of plus;
@@ -37,39 +51,24 @@ def summary_frame() -> pd.DataFrame:
     for model in MODELS:
         for k in (1, 2):
             metrics = [
-                ("humanevalplus", f"base/pass@{k}"),
-                ("humanevalplus", f"plus/pass@{k}"),
-                ("cruxeval_o", f"pass@{k}"),
-                ("cruxeval_i", f"pass@{k}"),
-                ("apps", f"pass@{k}"),
-                ("apps", f"introductory/pass@{k}"),
-                ("apps", f"interview/pass@{k}"),
-                ("apps", f"competition/pass@{k}"),
+                ("humanevalplus", "base"),
+                ("humanevalplus", "plus"),
+                ("cruxeval_o", ""),
+                ("cruxeval_i", ""),
+                ("apps", ""),
+                ("apps", "introductory"),
+                ("apps", "interview"),
+                ("apps", "competition"),
             ]
-            for benchmark, metric in metrics:
-                rows.append(
-                    dict(model=model, benchmark=benchmark, metric=metric, value=value, n=5, k=k)
-                )
+            for benchmark, variant in metrics:
+                rows.append(_row(model, benchmark, variant, "pass@k", k, value))
                 value += 0.01
             plus = rows[-7]["value"]
-            rows.append(
-                dict(
-                    model=model, benchmark="humanevalplus", metric=f"pass@{k}", value=plus, n=5, k=k
-                )
-            )
+            rows.append(_row(model, "humanevalplus", "", "pass@k", k, plus))
             for bench in ("cruxeval_o", "cruxeval_i"):
-                rows.append(
-                    dict(
-                        model=model,
-                        benchmark=bench,
-                        metric=f"execution_only/pass@{k}",
-                        value=0.99,
-                        n=5,
-                        k=k,
-                    )
-                )
-        for metric in ("strict_accuracy", "introductory/strict_accuracy"):
-            rows.append(dict(model=model, benchmark="apps", metric=metric, value=0.5, n=5, k=None))
+                rows.append(_row(model, bench, "execution_only", "pass@k", k, 0.99))
+        for variant in ("", "introductory"):
+            rows.append(_row(model, "apps", variant, "strict_accuracy", None, 0.5))
     frame = pd.DataFrame(rows)
     return frame.astype({"model": "string", "metric": "string", "k": "Int64"})
 
@@ -84,19 +83,26 @@ def bar_heights(ax) -> list[float]:
     return [p.get_height() for p in ax.patches]
 
 
-def test_parse_metric_names():
-    assert parse_metric("pass@10").k == 10 and parse_metric("pass@10").variant == ""
-    assert parse_metric("base_pass@1").variant == "base"
-    assert parse_metric("plus_pass@2").variant == "plus"
-    assert parse_metric("pass@1/interview").variant == "interview"
-    assert parse_metric("introductory/pass@1").variant == "introductory"
-    assert parse_metric("plus/pass@1").variant == "plus"
-    assert parse_metric("execution_only/pass@1").variant == "execution_only"
-    # APPS samples whose executions row has no difficulty: shown as such, not merged into "all"
-    assert parse_metric("unknown_difficulty/pass@1").variant == "unknown_difficulty"
-    assert parse_metric("/pass@1").variant == "unknown_difficulty"
-    key = parse_metric("competition/strict_accuracy")
-    assert (key.stat, key.variant, key.k) == ("strict_accuracy", "competition", None)
+def test_held_out_parts_replace_the_all_tasks_group():
+    """Where the summary has train / held_out rows for a benchmark, its figure draws one group
+    per part (the all-tasks row is left out), labelled and in that order."""
+    summary = summary_frame()
+    crux = summary[(summary["benchmark"] == "cruxeval_o") & (summary["variant"] == "")]
+    parts = pd.concat(
+        [crux.assign(subset="train", value=0.75), crux.assign(subset="held_out", value=0.0)]
+    )
+    table = pass_at_k_table(pd.concat([summary, parts]), "cruxeval", MODELS)
+    assert list(dict.fromkeys(table["group"])) == [
+        "CRUXEval-O (trained on)",
+        "CRUXEval-O (held out)",
+        "CRUXEval-I",
+    ]
+    o = table[table["benchmark"] == "cruxeval_o"]
+    assert set(o["subset"]) == {"train", "held_out"} and len(o) == 2 * 2 * len(MODELS)
+    assert set(o.loc[o["subset"] == "train", "value"]) == {0.75}
+    assert set(table.loc[table["benchmark"] == "cruxeval_i", "subset"]) == {"all"}
+    with pytest.raises(ValueError, match="missing column"):
+        pass_at_k_table(summary.drop(columns="subset"), "cruxeval", MODELS)
 
 
 @pytest.mark.parametrize("family", ["humanevalplus", "cruxeval", "apps"])
@@ -228,11 +234,9 @@ def checkpoint_summary() -> pd.DataFrame:
     rows = []
     for i, step in enumerate([0, 1000, 5000]):
         model = f"olmo@stage1-step{step}-tokens{step * 4}B"
-        for benchmark, metric in [("cruxeval_o", "pass@1"), ("humanevalplus", "plus_pass@1")]:
-            rows.append(
-                dict(model=model, benchmark=benchmark, metric=metric, value=0.1 * (i + 1), k=1)
-            )
-    rows.append(dict(model="other", benchmark="cruxeval_o", metric="pass@1", value=0.9, k=1))
+        for benchmark, variant in [("cruxeval_o", ""), ("humanevalplus", "plus")]:
+            rows.append(_row(model, benchmark, variant, "pass@k", 1, 0.1 * (i + 1)))
+    rows.append(_row("other", "cruxeval_o", "", "pass@k", 1, 0.9))
     return pd.DataFrame(rows)
 
 
@@ -329,6 +333,14 @@ def test_aie_and_norm_curves():
     a_line, b_line = fig.axes[0].get_lines()
     assert list(b_line.get_ydata()) == pytest.approx([3, 6, 9, 12])
     assert fig.axes[0].get_yscale() == "log"
+    # a traced model that answered no problem has an empty table: left out, colours kept
+    empty = pd.DataFrame({"kind": [], "layer": [], "mean_norm": []})
+    fig = activation_norms_figure({"a": norms["a"], "none": empty, "b": norms["b"]})
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["a", "b"]
+    assert to_hex(lines[1].get_color()) == OKABE_ITO[2].lower()
+    with pytest.raises(ValueError, match="every model's activation-norm table is empty"):
+        activation_norms_figure({"none": empty})
 
 
 def test_figure_targets_follow_the_config():
@@ -359,6 +371,9 @@ def test_figure_targets_follow_the_config():
     assert figure_paths(["a"]) == ["results/figures/a.png", "results/figures/a.pdf"]
     config["figures"] = {"reference_model": "olmo@stage1-step10"}
     check_figures_config(config, models)
+    config["figures"] = {"reference_model": "olmo"}  # an entry with revisions: no single model
+    with pytest.raises(ValueError, match="figures.reference_model: unknown model 'olmo'"):
+        check_figures_config(config, models)
     config["figures"] = {"comparisons": [{"model": "tiny-ft", "reference": "nope"}]}
     with pytest.raises(ValueError, match=r"figures.comparisons\[0\].reference: unknown model"):
         check_figures_config(config, models)

@@ -74,11 +74,16 @@ def test_rows_per_metric_with_hashes_and_revision_fields(files):
     assert set(he["training_step"]) == {1000} and set(he["training_tokens"]) == {5e9}
     assert set(he["model_entry"]) == {"olmo"} and set(he["dataset_sha256"]) == {"h" * 64}
 
+    assert set(frame["subset"]) == {"all"}  # no held-out parts given
+    assert (he.loc["plus/pass@2", ["variant", "stat"]] == ["plus", "pass@k"]).all()
+    assert (he.loc["pass@1", ["variant", "stat"]] == ["", "pass@k"]).all()
     apps = frame[frame["benchmark"] == "apps"].set_index("metric")
     assert apps.loc["pass@1", "value"] == pytest.approx(1 / 3)
     assert apps.loc["introductory/pass@1", "value"] == pytest.approx(0.5)
     assert apps.loc["introductory/pass@1", "tasks"] == 2
     assert apps.loc["interview/strict_accuracy", "value"] == 0.0
+    strict = apps.loc["interview/strict_accuracy"]
+    assert strict["variant"] == "interview" and strict["stat"] == "strict_accuracy"
     assert pd.isna(apps.loc["strict_accuracy", "k"])
     assert apps.loc["test_case_pass_rate", "value"] == pytest.approx((1 + 0.5 + 0) / 3)
     assert apps["training_step"].isna().all() and apps["revision"].isna().all()
@@ -107,8 +112,34 @@ def test_metric_names_of_nested_blocks():
             "interview": {"pass@1": 1.0, "tasks": 2},
         },
     }
-    assert sorted(metric_rows(metrics)) == [
-        ("interview/pass@1", 1, 1.0, 2),
-        ("pass@1", 1, 0.5, 3),
-        ("unknown_difficulty/pass@1", 1, 0.0, 1),
+    rows = sorted(metric_rows(metrics))
+    assert [(r.metric, r.variant, r.stat, r.k, r.value, r.tasks) for r in rows] == [
+        ("interview/pass@1", "interview", "pass@k", 1, 1.0, 2),
+        ("pass@1", "", "pass@k", 1, 0.5, 3),
+        ("unknown_difficulty/pass@1", "unknown_difficulty", "pass@k", 1, 0.0, 1),
     ]
+    # only the top-level block keeps its per-task values (scoring drops them per difficulty)
+    assert rows[1].per_task == {"t": {"pass@1": 1.0}} and rows[0].per_task is None
+
+
+def test_held_out_parts_get_their_own_rows(files):
+    """With a split, each per-task pass@k metric gets train / held_out rows averaging the
+    per-task estimates of that part; the parts' task-weighted mean is the all-tasks value."""
+    from attribution.data.splits import HeldOut, task_parts
+
+    parts = task_parts(["p1", "p2", "p3"], HeldOut(fraction=0.34, seed=0))
+    held = [t for t, part in parts.items() if part == "held_out"]
+    assert len(held) == 2  # ceil(0.34 * 3)
+    run = Run("tiny", "tiny", None, "apps", files["apps"])
+    frame = summarize([run], files["provenance"], "c", {"apps": parts})
+    top = frame[frame["metric"] == "pass@1"].set_index("subset")
+    assert list(top.index) == ["all", "train", "held_out"]
+    passed = {"p1": 1.0, "p2": 0.0, "p3": 0.0}
+    for part in ("train", "held_out"):
+        ids = [t for t, p in parts.items() if p == part]
+        assert top.loc[part, "value"] == pytest.approx(sum(passed[t] for t in ids) / len(ids))
+        assert top.loc[part, "tasks"] == len(ids)
+    weighted = (top.loc["train", "value"] * 1 + top.loc["held_out", "value"] * 2) / 3
+    assert weighted == pytest.approx(top.loc["all", "value"])
+    # blocks without per-task values (per difficulty, strict accuracy) stay whole
+    assert set(frame.loc[frame["metric"] != "pass@1", "subset"]) == {"all"}

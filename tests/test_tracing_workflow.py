@@ -35,7 +35,13 @@ def _config(**trace):
         "models": {**models, MODEL: {"build": {"pretrain_steps": 5}}},
         "benchmarks": {**benchmarks, "cruxeval_o": {"max_tasks": 3, "max_new_tokens": 8}},
         "figures": {"reference_model": MODEL},
-        "trace": {"samples": 3, "max_problems": 2, "force_problems": [], **trace},
+        "trace": {
+            "models": [MODEL],
+            "samples": 3,
+            "max_problems": 2,
+            "force_problems": [],
+            **trace,
+        },
     }
     return merged(base, override)
 

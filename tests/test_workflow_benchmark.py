@@ -63,6 +63,7 @@ def tiny_config() -> dict:
         "hub-b": {"hub": "test-org/tiny", "revision": "main", "benchmarks": ["humanevalplus"]},
     }
     config["execution"] = {"workers": 2}
+    config["trace"]["models"] = "all"
     if "figures" in config:
         config["figures"]["reference_model"] = "hub-a"
     return config

@@ -1,4 +1,4 @@
-"""Command line: ``python -m attribution {evaluate,trace} ...``.
+"""Command line: ``python -m attribution {evaluate,trace,findings} ...``.
 
 Each subcommand lives with the code it drives; this module only dispatches.
 """
@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m attribution {evaluate,trace} [options]
+USAGE = """usage: python -m attribution {evaluate,trace,findings} [options]
 
   evaluate   score a generations file with the sandboxed checkers (pass@k)
   trace      causal tracing of one prompt (ROME-style activation patching)
+  findings   what a finished run found (scores, traces) and where its outputs are
 
 Run a subcommand with --help for its options."""
 
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         from attribution.execution.cli import main as run
     elif command == "trace":
         from attribution.tracing.cli import main as run
+    elif command == "findings":
+        from attribution.findings import main as run
     else:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from attribution.data.splits import ALL
 from attribution.execution.passk import pass_at_k
 from attribution.plots.metrics import (
     BENCHMARK_LABELS,
@@ -26,7 +27,6 @@ from attribution.plots.metrics import (
     VARIANT_LABELS,
     check_summary,
     headline_rows,
-    parse_metric,
 )
 
 # Which verdict column a summary metric variant is computed from (see execution.engine).
@@ -39,6 +39,7 @@ APPS_DIFFICULTY_COLUMN = "difficulty"
 COLUMNS = [
     "benchmark",
     "metric",
+    "variant",
     "k",
     "model",
     "reference",
@@ -163,11 +164,11 @@ def compare(
     numbers shown; a mismatch raises naming the row.
     """
     check_summary(summary, "summary")
-    rows = summary[summary["metric"].str.contains("pass@", regex=False)]
-    rows = rows[
-        headline_rows(rows.assign(variant=rows["metric"].map(lambda m: parse_metric(m).variant)))
-    ]
-    rows = rows.astype({"model": str, "benchmark": str, "metric": str})
+    # every task (the train / held-out parts are in the figures, not compared here)
+    rows = summary[(summary["stat"] == "pass@k") & (summary["subset"] == ALL)]
+    rows = rows[headline_rows(rows)]
+    rows = rows.astype({"model": str, "benchmark": str, "metric": str, "variant": str})
+    metric_ids = rows.drop_duplicates(["benchmark", "metric"]).set_index(["benchmark", "metric"])
     cache: dict[tuple[str, str, str], pd.Series] = {}
 
     def scores(model: str, benchmark: str, metric: str) -> pd.Series:
@@ -175,10 +176,8 @@ def compare(
         if key not in cache:
             if (model, benchmark) not in executions:
                 raise ValueError(f"no executions for model {model!r}, benchmark {benchmark!r}")
-            parsed = parse_metric(metric)
-            cache[key] = per_task_scores(
-                executions[(model, benchmark)], benchmark, parsed.variant, int(parsed.k)
-            )
+            variant, k = metric_ids.loc[(benchmark, metric), ["variant", "k"]]
+            cache[key] = per_task_scores(executions[(model, benchmark)], benchmark, variant, int(k))
         return cache[key]
 
     values = rows.set_index(["model", "benchmark", "metric"])["value"]
@@ -214,11 +213,13 @@ def compare(
             dci = bootstrap_interval(diff, _rng(settings, *identity), settings)
             value = float(values[(pair.model, benchmark, metric)])
             ref_value = float(values[(pair.reference, benchmark, metric)])
+            variant, k = metric_ids.loc[(benchmark, metric), ["variant", "k"]]
             out.append(
                 {
                     "benchmark": benchmark,
                     "metric": metric,
-                    "k": int(parse_metric(metric).k),
+                    "variant": variant,
+                    "k": int(k),
                     "model": pair.model,
                     "reference": pair.reference,
                     "value": value,
@@ -237,11 +238,10 @@ def compare(
     return pd.DataFrame(out, columns=COLUMNS)
 
 
-def metric_label(benchmark: str, metric: str) -> str:
-    parsed = parse_metric(metric)
+def metric_label(benchmark: str, variant: str, k: int) -> str:
     name = BENCHMARK_LABELS.get(benchmark, benchmark)
-    variant = VARIANT_LABELS.get(parsed.variant, parsed.variant) if parsed.variant else ""
-    return f"{name} {variant} pass@{parsed.k}".replace("  ", " ")
+    label = VARIANT_LABELS.get(variant, variant) if variant else ""
+    return f"{name} {label} pass@{k}".replace("  ", " ")
 
 
 def wide_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -251,7 +251,10 @@ def wide_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     for reference, part in table.groupby("reference", sort=False):
         keys = list(dict.fromkeys(zip(part["benchmark"], part["metric"], strict=True)))
         first = part.drop_duplicates(["benchmark", "metric"]).set_index(["benchmark", "metric"])
-        wide = pd.DataFrame(index=pd.Index([metric_label(b, m) for b, m in keys], name="metric"))
+        labels = [
+            metric_label(b, first.loc[(b, m), "variant"], first.loc[(b, m), "k"]) for b, m in keys
+        ]
+        wide = pd.DataFrame(index=pd.Index(labels, name="metric"))
         wide["tasks"] = [int(first.loc[key, "n_tasks"]) for key in keys]
         wide[str(reference)] = [
             _cell(*first.loc[key, ["reference_value", "reference_ci_low", "reference_ci_high"]])

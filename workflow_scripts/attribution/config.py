@@ -141,3 +141,84 @@ def check_config(config: dict[str, Any], workdir: str | Path = ".") -> None:
                 )
         if "revision" in entry and "revisions" in entry:
             raise ConfigError(f"models.{name}: give either revision or revisions, not both")
+        for bench in entry.get("build", {}).get("train_on", []):
+            if BENCHMARK_DATASET[bench] not in config.get("datasets", {}):
+                raise ConfigError(
+                    f"models.{name}.build.train_on: {bench} needs datasets."
+                    f"{BENCHMARK_DATASET[bench]}, which is not configured"
+                )
+        if "finetune" in entry:
+            _check_finetune_held_out(config, name, entry["finetune"])
+    _check_ks(config)
+    _check_trace(config, root)
+
+
+def _check_ks(config: dict[str, Any]) -> None:
+    """pass@k needs k <= n samples per task; a larger k would be dropped from the scores."""
+    for bench, settings in config.get("benchmarks", {}).items():
+        n = settings.get("n_samples", 1)
+        over = [k for k in settings.get("ks", [1]) if k > n]
+        if over:
+            raise ConfigError(
+                f"benchmarks.{bench}.ks: {over} exceed n_samples ({n}); pass@k needs at least "
+                "k samples per task"
+            )
+
+
+def _check_finetune_held_out(config: dict[str, Any], name: str, block: dict[str, Any]) -> None:
+    """A fine-tune on a dataset with a held-out part must hold out exactly those tasks: its
+    eval split is the same function (attribution.data.splits) of its eval_fraction and seed."""
+    dataset = block.get("dataset", "apps")
+    held = config.get("datasets", {}).get(dataset, {}).get("held_out")
+    if not held:
+        return
+    where = f"models.{name}.finetune"
+    pairs = (("eval_fraction", "fraction", 0.05), ("seed", "seed", 0))
+    for key, held_key, default in pairs:
+        mine, theirs = block.get(key, default), held.get(held_key, 0)
+        if mine != theirs:
+            raise ConfigError(
+                f"{where}.{key}: {mine} differs from datasets.{dataset}.held_out.{held_key} "
+                f"({theirs}); the fine-tune would train on held-out tasks (set them equal)"
+            )
+    if block.get("max_problems") is not None:
+        raise ConfigError(
+            f"{where}.max_problems: cannot be combined with datasets.{dataset}.held_out (the "
+            "split is over every task of the dataset)"
+        )
+
+
+def _check_trace(config: dict[str, Any], root: Path) -> None:
+    """trace.models names models that run cruxeval_o; trace.force_problems are task ids of the
+    CRUXEval dataset when it is a local file (a hub dataset is checked at selection)."""
+    trace = config.get("trace") or {}
+    if "cruxeval_o" not in config.get("benchmarks", {}):
+        return
+    refs = expand_models(config)
+    listed = trace.get("models", "all")
+    if listed != "all":
+        entries = {ref.entry for ref in refs.values()}
+        for name in listed:
+            if name not in refs and name not in entries:
+                raise ConfigError(
+                    f"trace.models: {name!r} is not a model (known: {', '.join(refs)})"
+                )
+            runs = [r for r in refs.values() if name in (r.wildcard, r.entry)]
+            if not any("cruxeval_o" in r.benchmarks for r in runs):
+                raise ConfigError(
+                    f"trace.models: {name!r} does not run cruxeval_o (its `benchmarks` list), "
+                    "so it has nothing to trace"
+                )
+    forced = [str(t) for t in trace.get("force_problems", [])]
+    dataset = config.get("datasets", {}).get("cruxeval", {})
+    if forced and dataset.get("source") == "local":
+        from attribution.data.loaders import load_dataset_file
+
+        path = root / dataset["path"]
+        ids = set(load_dataset_file("cruxeval", path)["id"].astype(str))
+        unknown = [t for t in forced if t not in ids]
+        if unknown:
+            raise ConfigError(
+                f"trace.force_problems: {unknown} are not task ids of datasets.cruxeval "
+                f"({dataset['path']}, e.g. {sorted(ids)[:3]})"
+            )

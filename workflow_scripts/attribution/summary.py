@@ -1,9 +1,18 @@
 """One long table of every score: ``results/summary/metrics.parquet``.
 
-One row per (model, benchmark, metric). Each row carries the dataset's content hash and the
-code version that produced it, so numbers from different dataset versions or code are never
+One row per (model, benchmark, metric, subset). Each row carries the dataset's content hash and
+the code version that produced it, so numbers from different dataset versions or code are never
 compared by accident, and the training step / tokens parsed from the model revision, so the
 checkpoint sweeps and figures can plot against them.
+
+A metric's identity is in columns: ``variant`` (the block it comes from: ``""`` for the
+benchmark's own score, ``base`` / ``plus`` for HumanEval+, a difficulty for APPS,
+``execution_only`` for CRUXEval without the official skip rule), ``stat`` (``pass@k``,
+``strict_accuracy``, ``test_case_pass_rate``) and ``k``; ``metric`` keeps the packed name
+(``plus/pass@1``). ``subset`` is ``all``, or for a dataset with a held-out part
+(:mod:`attribution.data.splits`) also ``train`` and ``held_out``: pass@k averaged over the
+tasks of that part only (the per-task unbiased estimates of metrics.json, so the parts'
+task-weighted mean is the ``all`` value).
 """
 
 from __future__ import annotations
@@ -13,12 +22,13 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 from attribution.config import parse_revision_step, parse_revision_tokens
 from attribution.data.records import BENCHMARK_DATASET
+from attribution.data.splits import ALL, PARTS
 
 SUMMARY_COLUMNS = (
     "model",
@@ -30,7 +40,10 @@ SUMMARY_COLUMNS = (
     "dataset",
     "dataset_sha256",
     "metric",
+    "variant",
+    "stat",
     "k",
+    "subset",
     "value",
     "n",
     "tasks",
@@ -40,6 +53,8 @@ PASS_AT = re.compile(r"^pass@(\d+)$")
 # Leaves of metrics.json that are scores (fractions in [0, 1]); counts and per-task blocks are not.
 SCORE_LEAVES = ("strict_accuracy", "test_case_pass_rate")
 SKIPPED_BLOCKS = ("per_task", "counts")
+# attribution.summary's name for APPS rows without a difficulty (a by_difficulty key "")
+UNRECORDED = "unknown_difficulty"
 
 
 @dataclass(frozen=True)
@@ -53,13 +68,29 @@ class Run:
     metrics_path: str
 
 
-def metric_rows(metrics: Mapping[str, Any]) -> Iterator[tuple[str, int | None, float, int | None]]:
-    """(metric name, k, value, tasks) for every score in a metrics.json dict. Nested blocks
-    give slash names: ``base/pass@1``, ``plus/pass@1`` (HumanEval+), ``introductory/pass@1``
-    (APPS by difficulty), ``execution_only/pass@1`` (CRUXEval without the official skip rule)."""
+class MetricRow(NamedTuple):
+    """One score of a metrics.json: its packed name, identity columns, value, number of tasks,
+    and the per-task block it averages (None when the block has none)."""
+
+    metric: str
+    variant: str
+    stat: str
+    k: int | None
+    value: float
+    tasks: int | None
+    per_task: Mapping[str, Mapping[str, Any]] | None = None
+
+
+def metric_rows(metrics: Mapping[str, Any]) -> Iterator[MetricRow]:
+    """Every score in a metrics.json dict. Nested blocks give slash names and variants:
+    ``base/pass@1``, ``plus/pass@1`` (HumanEval+), ``introductory/pass@1`` (APPS by difficulty;
+    rows without a difficulty are ``unknown_difficulty``), ``execution_only/pass@1``
+    (CRUXEval without the official skip rule)."""
     tasks = metrics.get("counts", {}).get("tasks")
 
-    def walk(block: Mapping[str, Any], prefix: str, block_tasks: int | None) -> Iterator[Any]:
+    def walk(
+        block: Mapping[str, Any], path: tuple[str, ...], block_tasks: int | None
+    ) -> Iterator[MetricRow]:
         for key, value in block.items():
             if key in SKIPPED_BLOCKS:
                 continue
@@ -67,26 +98,55 @@ def metric_rows(metrics: Mapping[str, Any]) -> Iterator[tuple[str, int | None, f
                 if key == "by_difficulty":
                     for diff, sub in value.items():
                         # An empty key means rows without a difficulty: keep them visible.
-                        name = diff or "unknown_difficulty"
-                        yield from walk(sub, f"{prefix}{name}/", sub.get("tasks", block_tasks))
+                        name = diff or UNRECORDED
+                        yield from walk(sub, (*path, name), sub.get("tasks", block_tasks))
                 else:
-                    yield from walk(value, f"{prefix}{key}/", block_tasks)
+                    yield from walk(value, (*path, key), block_tasks)
                 continue
             match = PASS_AT.match(key)
             if match or key in SCORE_LEAVES:
                 k = int(match.group(1)) if match else None
-                yield f"{prefix}{key}", k, float(value), block_tasks
+                per_task = block.get("per_task") if match else None
+                yield MetricRow(
+                    metric="/".join((*path, key)),
+                    variant="/".join(path),
+                    stat="pass@k" if match else key,
+                    k=k,
+                    value=float(value),
+                    tasks=block_tasks,
+                    per_task=per_task,
+                )
 
-    yield from walk(metrics, "", tasks)
+    yield from walk(metrics, (), tasks)
+
+
+def subset_rows(row: MetricRow, parts: Mapping[str, str]) -> Iterator[tuple[str, float, int]]:
+    """(subset, pass@k, tasks) of ``row`` over each part of ``parts`` (task id -> part) that
+    holds scored tasks; nothing for rows without per-task values."""
+    if row.per_task is None or row.k is None:
+        return
+    key = f"pass@{row.k}"
+    for part in PARTS:
+        values = [
+            float(scores[key])
+            for task, scores in row.per_task.items()
+            if parts.get(str(task)) == part and key in scores
+        ]
+        if values:
+            yield part, sum(values) / len(values), len(values)
 
 
 def summarize(
     runs: list[Run],
     dataset_provenance: Mapping[str, str | Path],
     code_version: str,
+    task_parts: Mapping[str, Mapping[str, str]] | None = None,
 ) -> pd.DataFrame:
     """The summary table (columns SUMMARY_COLUMNS) of ``runs``; ``dataset_provenance`` maps a
-    dataset name to its ``data/raw/{dataset}.json`` (holding ``content_sha256``)."""
+    dataset name to its ``data/raw/{dataset}.json`` (holding ``content_sha256``);
+    ``task_parts`` maps a dataset with a held-out part to its task id -> ``train`` |
+    ``held_out`` (:func:`attribution.data.splits.task_parts`)."""
+    task_parts = task_parts or {}
     hashes: dict[str, str] = {}
     for name, path in dataset_provenance.items():
         record = json.loads(Path(path).read_text())
@@ -105,30 +165,47 @@ def summarize(
                 f"expected {run.benchmark!r}"
             )
         n = metrics.get("counts", {}).get("min_n")
-        for metric, k, value, tasks in metric_rows(metrics):
+        common = {
+            "model": run.model,
+            "model_entry": run.model_entry,
+            "revision": run.revision,
+            "training_step": parse_revision_step(run.revision),
+            "training_tokens": parse_revision_tokens(run.revision),
+            "benchmark": run.benchmark,
+            "dataset": dataset,
+            "dataset_sha256": hashes[dataset],
+            "n": n,
+            "code_version": code_version,
+        }
+        for row in metric_rows(metrics):
+            identity = {"metric": row.metric, "variant": row.variant, "stat": row.stat, "k": row.k}
             rows.append(
-                {
-                    "model": run.model,
-                    "model_entry": run.model_entry,
-                    "revision": run.revision,
-                    "training_step": parse_revision_step(run.revision),
-                    "training_tokens": parse_revision_tokens(run.revision),
-                    "benchmark": run.benchmark,
-                    "dataset": dataset,
-                    "dataset_sha256": hashes[dataset],
-                    "metric": metric,
-                    "k": k,
-                    "value": value,
-                    "n": n,
-                    "tasks": tasks,
-                    "code_version": code_version,
-                }
+                {**common, **identity, "subset": ALL, "value": row.value, "tasks": row.tasks}
             )
+            if dataset in task_parts:
+                for subset, value, tasks in subset_rows(row, task_parts[dataset]):
+                    rows.append(
+                        {**common, **identity, "subset": subset, "value": value, "tasks": tasks}
+                    )
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     for column in ("training_step", "k", "n", "tasks"):
         frame[column] = frame[column].astype("Int64")
     frame["training_tokens"] = frame["training_tokens"].astype("float64")
     frame["value"] = frame["value"].astype("float64")
-    for column in ("model", "model_entry", "revision", "benchmark", "dataset", "metric"):
+    for column in (
+        "model",
+        "model_entry",
+        "revision",
+        "benchmark",
+        "dataset",
+        "metric",
+        "variant",
+        "stat",
+        "subset",
+    ):
         frame[column] = frame[column].astype("string")
-    return frame.sort_values(["model", "benchmark", "metric"], kind="stable").reset_index(drop=True)
+    order = frame["subset"].map({ALL: 0, **{p: i + 1 for i, p in enumerate(PARTS)}})
+    frame = frame.assign(_subset=order).sort_values(
+        ["model", "benchmark", "metric", "_subset"], kind="stable"
+    )
+    return frame.drop(columns="_subset").reset_index(drop=True)

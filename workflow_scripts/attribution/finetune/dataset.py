@@ -9,10 +9,7 @@ by (seed, problem id): the choice does not depend on row order or on the other p
 
 from __future__ import annotations
 
-import hashlib
-import math
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +17,7 @@ import pandas as pd
 
 from attribution.data.prompts import apps_prompt
 from attribution.data.records import AppsTask, records_from_frame
+from attribution.data.splits import split_problems  # the project's one split (re-exported)
 
 IGNORE_INDEX = -100  # labels ignored by the causal-LM loss (transformers' convention)
 
@@ -71,19 +69,6 @@ def tokenize_example(
     ids = (prompt_ids + answer_ids)[:max_length]
     labels = [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids) :]
     return Example(problem_id=problem_id, input_ids=tuple(ids), labels=tuple(labels))
-
-
-def split_problems(problem_ids: Sequence[str], eval_fraction: float, seed: int) -> set[str]:
-    """Held-out problem ids: the first ceil(fraction * n) by a seeded hash order (at least one
-    when the fraction is > 0 and there are two or more problems; never all of them)."""
-    if eval_fraction <= 0 or len(problem_ids) < 2:
-        return set()
-    n_eval = min(len(problem_ids) - 1, max(1, math.ceil(eval_fraction * len(problem_ids))))
-
-    def key(pid: str) -> str:
-        return hashlib.sha256(f"{seed}:{pid}".encode()).hexdigest()
-
-    return set(sorted(problem_ids, key=key)[:n_eval])
 
 
 def build_examples(

@@ -1,6 +1,12 @@
 """Tiny decoder models built locally: random init from a transformers config, a byte-level BPE
 tokenizer trained on Python source that every machine has (the interpreter's standard library)
-plus the project's sample data, and an optional short pretraining so the model is not pure noise.
+plus the training documents, and an optional short pretraining.
+
+Pretraining runs on whole documents when there are any (``train_on``: benchmark prompts with
+their reference answers, :mod:`attribution.models.corpus`), one document per row, batches of
+similar length; the model then memorizes them, which is what the embedded demo needs (scores
+above zero on what it trained on, problems to trace). Without documents it runs on fixed-length
+blocks of the standard-library text, so the model is merely not pure noise.
 
 Everything is deterministic for a given spec and corpus, and the result is saved with
 ``save_pretrained`` so it loads through the same path as a hub model
@@ -9,16 +15,16 @@ Everything is deterministic for a given spec and corpus, and the result is saved
 
 from __future__ import annotations
 
-import json
 import math
 import sysconfig
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from attribution.models.corpus import TrainingDocument, encode_document
 from attribution.models.saving import save_model_folder
 
 EOS_TOKEN = "<|endoftext|>"
@@ -69,6 +75,8 @@ class TinyModelSpec:
     pretrain_seq_len: int = 128
     pretrain_batch_size: int = 8
     pretrain_lr: float = 3e-3
+    # benchmarks whose training part (prompt + reference answer) the pretraining runs on
+    train_on: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, block: dict[str, Any]) -> TinyModelSpec:
@@ -76,7 +84,9 @@ class TinyModelSpec:
         unknown = set(block) - known
         if unknown:
             raise ValueError(f"unknown key(s) in build spec: {sorted(unknown)}")
-        spec = cls(**block)
+        values = dict(block)
+        values["train_on"] = tuple(values.get("train_on", ()))
+        spec = cls(**values)
         if spec.arch not in ARCHITECTURES:
             raise ValueError(f"build.arch {spec.arch!r} is not one of {sorted(ARCHITECTURES)}")
         if spec.hidden % spec.heads:
@@ -127,23 +137,6 @@ def stdlib_corpus(modules: Sequence[str] = STDLIB_MODULES) -> list[str]:
     return texts
 
 
-def sample_data_corpus(paths: Iterable[str | Path]) -> list[str]:
-    """Text fields (code, prompts, solutions) of the project's sample JSONL files."""
-    texts: list[str] = []
-    for path in sorted(str(p) for p in paths):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                for key in ("prompt", "canonical_solution", "code", "question"):
-                    if isinstance(row.get(key), str):
-                        texts.append(row[key])
-                if isinstance(row.get("solutions"), str):
-                    texts.extend(json.loads(row["solutions"]))
-    return texts
-
-
 def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
     """Train a byte-level BPE tokenizer (GPT-2 style pre-tokenization) on ``texts``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -172,22 +165,65 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
 
 
 def build_tiny_model(
-    spec: TinyModelSpec, out_dir: str | Path, corpus: Sequence[str] | None = None
+    spec: TinyModelSpec,
+    out_dir: str | Path,
+    corpus: Sequence[str] | None = None,
+    documents: Sequence[TrainingDocument] = (),
 ) -> Path:
-    """Train the tokenizer, random-init the model (seeded), optionally pretrain, save both."""
+    """Train the tokenizer (on ``corpus`` + the documents), random-init the model (seeded),
+    pretrain (on the documents when given, else on blocks of ``corpus``), save both.
+    ``corpus`` defaults to the standard-library modules."""
     from transformers import AutoModelForCausalLM
 
     texts = list(corpus) if corpus is not None else stdlib_corpus()
-    tokenizer = train_tokenizer(texts, spec.vocab_size)
+    doc_texts = [d.text for d in documents]
+    tokenizer = train_tokenizer(texts + doc_texts, spec.vocab_size)
     eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
     config = ARCHITECTURES[spec.arch](spec, len(tokenizer), eos_id)
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     losses: list[float] = []
     if spec.pretrain_steps > 0:
-        losses = pretrain(model, tokenizer, texts, spec)
-    metadata = {"build_spec.json": {"spec": asdict(spec), "pretrain_losses": losses}}
+        if documents:
+            encoded = [encode_document(tokenizer, doc) for doc in documents]
+            losses = pretrain_documents(model, encoded, tokenizer.eos_token_id, spec)
+        else:
+            losses = pretrain(model, tokenizer, texts, spec)
+    trained: dict[str, list[str]] = {}
+    for doc in documents:
+        trained.setdefault(doc.benchmark, []).append(doc.task_id)
+    metadata = {
+        "build_spec.json": {
+            "spec": asdict(spec),
+            "pretrain_losses": losses,
+            "trained_tasks": trained,
+        }
+    }
     return save_model_folder(model, tokenizer, out_dir, metadata)
+
+
+def _optimizer(model: Any, spec: TinyModelSpec) -> tuple[Any, Any]:
+    """AdamW with linear warm-up (10% of the steps) and cosine decay to 0."""
+    optim = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_lr, weight_decay=0.0)
+    warmup = max(1, spec.pretrain_steps // 10)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, spec.pretrain_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return optim, torch.optim.lr_scheduler.LambdaLR(optim, lr_at)
+
+
+def _step(model: Any, optim: Any, sched: Any, **batch: torch.Tensor) -> float:
+    loss = model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optim.step()
+    sched.step()
+    optim.zero_grad(set_to_none=True)
+    return float(loss.detach())
 
 
 def pretrain(model: Any, tokenizer: Any, texts: Sequence[str], spec: TinyModelSpec) -> list[float]:
@@ -202,27 +238,64 @@ def pretrain(model: Any, tokenizer: Any, texts: Sequence[str], spec: TinyModelSp
         raise ValueError(f"corpus has {len(ids)} tokens, fewer than one block of {block}")
     data = torch.tensor(ids[: n_blocks * block]).view(n_blocks, block)
     gen = torch.Generator().manual_seed(spec.seed)
-    optim = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_lr, weight_decay=0.0)
-    warmup = max(1, spec.pretrain_steps // 10)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, spec.pretrain_steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_at)
+    optim, sched = _optimizer(model, spec)
     model.train()
     losses = []
     for _ in range(spec.pretrain_steps):
         rows = torch.randint(0, n_blocks, (spec.pretrain_batch_size,), generator=gen)
         batch = data[rows]
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-        sched.step()
-        optim.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(_step(model, optim, sched, input_ids=batch, labels=batch))
+    model.eval()
+    return losses
+
+
+def document_batches(
+    lengths: Sequence[int], batch_size: int, steps: int, seed: int
+) -> list[list[int]]:
+    """``steps`` batches of document indices: each pass over the documents is a seeded
+    permutation, cut into windows of ``4 * batch_size`` that are sorted by length before they
+    are cut into batches (little padding), and the batches of a pass are shuffled again."""
+    gen = torch.Generator().manual_seed(seed)
+    batches: list[list[int]] = []
+    while len(batches) < steps:
+        order = torch.randperm(len(lengths), generator=gen).tolist()
+        window = 4 * batch_size
+        passes = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start : start + window], key=lambda i: (lengths[i], i))
+            passes += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [passes[i] for i in torch.randperm(len(passes), generator=gen).tolist()]
+    return batches[:steps]
+
+
+def pretrain_documents(
+    model: Any, encoded: Sequence[list[int]], pad_id: int, spec: TinyModelSpec
+) -> list[float]:
+    """Causal-LM training on whole tokenized documents, one per row, right-padded with
+    ``pad_id``, the loss on every real token; documents longer than ``max_position`` are an
+    error. Returns step losses."""
+    too_long = [i for i, ids in enumerate(encoded) if len(ids) > spec.max_position]
+    if too_long:
+        raise ValueError(
+            f"training document {too_long[0]} has {len(encoded[too_long[0]])} tokens, more "
+            f"than max_position {spec.max_position}; raise build.max_position"
+        )
+    batches = document_batches(
+        [len(ids) for ids in encoded], spec.pretrain_batch_size, spec.pretrain_steps, spec.seed
+    )
+    optim, sched = _optimizer(model, spec)
+    model.train()
+    losses = []
+    for rows in batches:
+        width = max(len(encoded[r]) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(encoded[r])
+            ids[i, :n] = torch.tensor(encoded[r])
+            labels[i, :n] = ids[i, :n]
+            mask[i, :n] = 1
+        losses.append(_step(model, optim, sched, input_ids=ids, attention_mask=mask, labels=labels))
     model.eval()
     return losses

@@ -21,7 +21,7 @@ def headline_table(metrics: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame
     parts = []
     for family in FAMILIES:
         sub = metrics[metrics["benchmark"].isin(FAMILIES[family]) & metrics["model"].isin(models)]
-        if sub.empty or not sub["metric"].str.contains("pass@", regex=False).any():
+        if sub.empty or not (sub["stat"] == "pass@k").any():
             continue
         table = pass_at_k_table(sub, family, models)
         table = table[table["k"] == table["k"].min()]

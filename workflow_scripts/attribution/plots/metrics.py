@@ -3,19 +3,20 @@
 pass@k is the unbiased estimator of Chen et al. 2021 ("Evaluating Large Language Models Trained
 on Code", section 2.1), computed by the scoring stage; this module only reads and draws it.
 One figure per benchmark family: HumanEval+ (base and plus tests side by side), CRUXEval (-O and
--I side by side), APPS (one group per difficulty).
+-I side by side), APPS (one group per difficulty). A benchmark whose dataset has a held-out part
+(summary ``subset`` rows ``train`` / ``held_out``) gets one group per part instead of one for all
+tasks, so what the models trained on and what they did not are told apart.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from attribution.data.splits import ALL, PARTS
 from attribution.plots.style import (
     color_for,
     figure_legend,
@@ -45,35 +46,14 @@ VARIANT_LABELS = {
     "": "all tasks",
     "unknown_difficulty": "difficulty not recorded",
 }
-# attribution.summary's name for APPS rows without a difficulty (a bare "/pass@1" in older ones)
+# attribution.summary's name for APPS rows without a difficulty
 UNRECORDED = "unknown_difficulty"
 ALL_LABELS = {"apps": "all difficulties"}
 VARIANT_ORDER = ("base", "plus", "introductory", "interview", "competition", UNRECORDED, "")
-SUMMARY_COLUMNS = ("model", "benchmark", "metric", "value")
-_PASS_AT = re.compile(r"pass@(\d+)")
-
-
-@dataclass(frozen=True)
-class MetricKey:
-    """A metric name split into its parts: ``base_pass@1`` -> (pass@k, base, 1)."""
-
-    stat: str  # "pass@k" or the metric's own name (e.g. strict_accuracy)
-    variant: str  # "" | base | plus | introductory | interview | competition | ...
-    k: int | None
-
-
-def parse_metric(name: str) -> MetricKey:
-    """Split a summary metric name (attribution.summary): ``pass@1``, ``plus/pass@10``,
-    ``introductory/pass@1``, ``execution_only/pass@1``; ``base_pass@1`` and ``pass@1/interview``
-    are read the same way."""
-    match = _PASS_AT.search(name)
-    if match is None:
-        variant, _, stat = name.rpartition("/")  # introductory/strict_accuracy
-        return MetricKey(stat=stat, variant=variant, k=None)
-    if name[: match.start()] == "/":  # a block keyed by "" (e.g. APPS rows without difficulty)
-        return MetricKey(stat="pass@k", variant=UNRECORDED, k=int(match.group(1)))
-    parts = [name[: match.start()].strip("/_"), name[match.end() :].strip("/_")]
-    return MetricKey(stat="pass@k", variant="/".join(p for p in parts if p), k=int(match.group(1)))
+SUBSET_ORDER = (ALL, *PARTS)
+SUBSET_LABELS = {ALL: "", "train": "trained on", "held_out": "held out"}
+# Columns of the summary's long format a figure reads (see attribution.summary).
+SUMMARY_COLUMNS = ("model", "benchmark", "metric", "variant", "stat", "k", "subset", "value")
 
 
 def headline_rows(rows: pd.DataFrame) -> pd.Series:
@@ -96,14 +76,15 @@ def check_summary(metrics: pd.DataFrame, source: str = "metrics table") -> None:
 
 def families_present(metrics: pd.DataFrame) -> list[str]:
     """Benchmark families with at least one pass@k row in the summary."""
-    present = set(metrics.loc[metrics["metric"].str.contains("pass@", regex=False), "benchmark"])
+    present = set(metrics.loc[metrics["stat"] == "pass@k", "benchmark"])
     return [f for f, benches in FAMILIES.items() if present.intersection(benches)]
 
 
 def pass_at_k_table(
     metrics: pd.DataFrame, family: str, models: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """The rows a pass@k figure draws: model, benchmark, variant, group, label, k, value, n.
+    """The rows a pass@k figure draws: model, benchmark, variant, subset, group, label, k,
+    value, n, tasks (see :func:`split_subsets` for which subsets).
 
     ``group`` is the x-axis label within the family's figure, ``label`` the same with the
     benchmark named (for figures mixing families); rows come in plotting order.
@@ -111,53 +92,68 @@ def pass_at_k_table(
     if family not in FAMILIES:
         raise ValueError(f"unknown benchmark family {family!r} (known: {list(FAMILIES)})")
     check_summary(metrics)
-    rows = metrics[metrics["benchmark"].isin(FAMILIES[family])].copy()
-    keys = rows["metric"].map(parse_metric)
-    rows["stat"] = [key.stat for key in keys]
-    rows["variant"] = [key.variant for key in keys]
-    parsed_k = [key.k for key in keys]
-    rows["k"] = rows["k"] if "k" in rows else parsed_k
+    rows = metrics[metrics["benchmark"].isin(FAMILIES[family])]
     rows = rows[rows["stat"] == "pass@k"]
-    rows = rows[headline_rows(rows)]
+    rows = split_subsets(rows[headline_rows(rows)]).copy()
     if rows.empty:
         raise ValueError(f"no pass@k rows for {family} ({'/'.join(FAMILIES[family])}) in summary")
     for column in ("n", "tasks"):  # samples per task; tasks scored (optional columns)
         if column not in rows:
             rows[column] = np.nan
     rows["k"] = rows["k"].astype(int)
+    rows["variant"] = rows["variant"].astype(str)
+    rows["subset"] = rows["subset"].astype(str)
     multi = len(FAMILIES[family]) > 1
-    pairs = list(zip(rows["benchmark"], rows["variant"], strict=True))
-    rows["group"] = [_group_label(bench, variant, multi) for bench, variant in pairs]
-    rows["label"] = [_group_label(bench, variant, True) for bench, variant in pairs]
+    keys = list(zip(rows["benchmark"], rows["variant"], rows["subset"], strict=True))
+    rows["group"] = [_group_label(bench, variant, multi, sub) for bench, variant, sub in keys]
+    rows["label"] = [_group_label(bench, variant, True, sub) for bench, variant, sub in keys]
     bench_rank = {b: i for i, b in enumerate(FAMILIES[family])}
     variant_rank = {v: i for i, v in enumerate(VARIANT_ORDER)}
+    subset_rank = {v: i for i, v in enumerate(SUBSET_ORDER)}
     model_order = ordered(rows["model"], models)
     model_rank = {m: i for i, m in enumerate(model_order)}
     rows["_order"] = [
-        (bench_rank[b], variant_rank.get(v, len(VARIANT_ORDER)), v, model_rank[m])
-        for b, v, m in zip(rows["benchmark"], rows["variant"], rows["model"], strict=True)
+        (bench_rank[b], variant_rank.get(v, len(VARIANT_ORDER)), v, subset_rank[s], model_rank[m])
+        for b, v, s, m in zip(
+            rows["benchmark"], rows["variant"], rows["subset"], rows["model"], strict=True
+        )
     ]
     rows = rows.sort_values(["k", "_order"], kind="stable")
-    dupes = rows.duplicated(["model", "benchmark", "variant", "k"], keep=False)
+    dupes = rows.duplicated(["model", "benchmark", "variant", "subset", "k"], keep=False)
     if dupes.any():
         first = rows[dupes].iloc[0]
         raise ValueError(
             f"summary has several rows for model={first['model']} benchmark={first['benchmark']} "
-            f"metric={first['metric']}"
+            f"metric={first['metric']} subset={first['subset']}"
         )
-    cols = ["model", "benchmark", "variant", "group", "label", "k", "value", "n", "tasks"]
+    cols = ["model", "benchmark", "variant", "subset", "group", "label", "k", "value", "n", "tasks"]
     return rows[cols].reset_index(drop=True)
 
 
-def _group_label(benchmark: str, variant: str, multi: bool) -> str:
+def split_subsets(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, benchmark, variant, k): the ``train`` and ``held_out`` rows where the summary
+    has them, else the ``all`` row."""
+    key = ["model", "benchmark", "variant", "k"]
+    parts = rows[rows["subset"].isin(PARTS)]
+    split = set(map(tuple, parts[key].astype(str).to_numpy()))
+    whole = rows[rows["subset"] == ALL]
+    whole = whole[[tuple(r) not in split for r in whole[key].astype(str).to_numpy()]]
+    return pd.concat([whole, parts]).sort_index(kind="stable")
+
+
+def _group_label(benchmark: str, variant: str, multi: bool, subset: str = ALL) -> str:
     label = VARIANT_LABELS.get(variant, variant)
     if not variant:
         if multi:
-            return BENCHMARK_LABELS.get(benchmark, benchmark) + (
+            text = BENCHMARK_LABELS.get(benchmark, benchmark) + (
                 f" {ALL_LABELS[benchmark]}" if benchmark in ALL_LABELS else ""
             )
-        return ALL_LABELS.get(benchmark, BENCHMARK_LABELS.get(benchmark, benchmark))
-    return f"{BENCHMARK_LABELS.get(benchmark, benchmark)} {label}" if multi else label
+        else:
+            text = ALL_LABELS.get(benchmark, BENCHMARK_LABELS.get(benchmark, benchmark))
+    else:
+        text = f"{BENCHMARK_LABELS.get(benchmark, benchmark)} {label}" if multi else label
+    part = SUBSET_LABELS.get(subset, subset)
+    return f"{text} ({part})" if part else text
 
 
 def pass_at_k_figure(

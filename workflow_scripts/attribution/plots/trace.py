@@ -241,22 +241,27 @@ def aie_figure(summary: pd.DataFrame, model: str = "") -> Figure:
 def activation_norms_figure(norms: Mapping[str, pd.DataFrame]) -> Figure:
     """Mean L2 norm per token of each kind's output per layer (averaged over the traced
     prompts), one line per model, one panel per kind; the residual-stream panel starts at the
-    embedding output (layer -1) and shows the corruption noise's norm dashed."""
+    embedding output (layer -1) and shows the corruption noise's norm dashed. A model whose table
+    is empty (it answered no selected problem, so the trace stage wrote no rows) is left out."""
     if not norms:
         raise ValueError("activation_norms_figure: no models given")
+    colors = {model: color_for(i) for i, model in enumerate(norms)}  # stable per config order
+    norms = {model: frame for model, frame in norms.items() if not frame.empty}
+    if not norms:
+        raise ValueError("activation_norms_figure: every model's activation-norm table is empty")
     for model, frame in norms.items():
         _require(frame, NORM_COLUMNS, f"activation norms of {model}")
     kinds = [k for k in KIND_ORDER if any(k in set(f["kind"]) for f in norms.values())]
     fig = new_figure(figsize=(3.6 * len(kinds) + 2.6, 3.8))
     axes = fig.subplots(1, len(kinds), squeeze=False)[0]
     for ax, kind in zip(axes, kinds, strict=True):
-        for i, (model, frame) in enumerate(norms.items()):
+        for model, frame in norms.items():
             wanted = ("embed", kind) if kind == "hidden" else (kind,)
             line = frame[frame["kind"].isin(wanted)].groupby("layer")["mean_norm"].mean()
             ax.plot(
                 line.index,
                 line.to_numpy(),
-                color=color_for(i),
+                color=colors[model],
                 marker="o",
                 markersize=3,
                 label=plain_label(model),
@@ -264,7 +269,7 @@ def activation_norms_figure(norms: Mapping[str, pd.DataFrame]) -> Figure:
             if kind == "hidden" and "noise_norm" in frame and frame["noise_norm"].notna().any():
                 ax.axhline(
                     float(frame["noise_norm"].dropna().iloc[0]),
-                    color=color_for(i),
+                    color=colors[model],
                     linestyle="--",
                     linewidth=1,
                 )
