@@ -93,8 +93,8 @@ def test_held_out_parts_replace_the_all_tasks_group():
     )
     table = pass_at_k_table(pd.concat([summary, parts]), "cruxeval", MODELS)
     assert list(dict.fromkeys(table["group"])) == [
-        "CRUXEval-O (trained on)",
-        "CRUXEval-O (held out)",
+        "CRUXEval-O\ntrained on",
+        "CRUXEval-O\nheld out",
         "CRUXEval-I",
     ]
     o = table[table["benchmark"] == "cruxeval_o"]

@@ -46,13 +46,18 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or pd.isna(value) else f"{100 * value:.1f}"
 
 
+SPAN_BUCKETS = ("first_span", "middle_span", "last_span")
+Peak = tuple[str, str, int, float]  # kind, token bucket, layer, AIE
+
+
 @dataclass(frozen=True)
 class TraceFindings:
     model: str
     selected: int
     traced: int
     min_clean_p: float
-    peaks: dict[str, tuple[str, int, float]]  # kind -> (bucket, layer, aie)
+    peak: Peak | None  # the strongest AIE cell of the summary
+    span_peak: Peak | None  # the strongest within the corrupted span (ROME's "early site")
 
 
 def trace_findings(results: Path, model: str) -> TraceFindings | None:
@@ -66,24 +71,34 @@ def trace_findings(results: Path, model: str) -> TraceFindings | None:
         path = root / "problems" / f"{task}.parquet"
         if path.exists():
             highs.append(float(pd.read_parquet(path, columns=["high"])["high"].iloc[0]))
-    peaks: dict[str, tuple[str, int, float]] = {}
+    peak = span_peak = None
     if (root / "summary.parquet").exists():
         summary = pd.read_parquet(root / "summary.parquet")
-        for kind, part in summary.groupby("kind", sort=False):
-            best = part.loc[part["aie"].idxmax()]
-            peaks[str(kind)] = (str(best["bucket"]), int(best["layer"]), float(best["aie"]))
+        peak = _strongest(summary)
+        span_peak = _strongest(summary[summary["bucket"].isin(SPAN_BUCKETS)])
     return TraceFindings(
         model=model,
         selected=len(selected),
         traced=len(highs),
         min_clean_p=min(highs) if highs else float("nan"),
-        peaks=peaks,
+        peak=peak,
+        span_peak=span_peak,
     )
+
+
+def _strongest(summary: pd.DataFrame) -> Peak | None:
+    summary = summary.dropna(subset=["aie"])
+    if summary.empty:
+        return None
+    best = summary.loc[summary["aie"].idxmax()]
+    return str(best["kind"]), str(best["bucket"]), int(best["layer"]), float(best["aie"])
 
 
 def _table(frame: pd.DataFrame) -> list[str]:
     cells = [[str(frame.index.name or ""), *map(str, frame.columns)]]
-    cells += [[str(i), *map(str, row)] for i, row in zip(frame.index, frame.to_numpy(), strict=True)]
+    cells += [
+        [str(i), *map(str, row)] for i, row in zip(frame.index, frame.to_numpy(), strict=True)
+    ]
     widths = [max(len(r[c]) for r in cells) for c in range(len(cells[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
 
@@ -105,23 +120,24 @@ def findings_text(results: str | Path = "results", report_command: str = REPORT_
     ]
     traces = [t for t in (trace_findings(results, m) for m in table.index) if t is not None]
     if traces:
-        kinds = list(dict.fromkeys(k for t in traces for k in t.peaks))
         rows = pd.DataFrame(
             [
                 [
                     t.selected,
                     f"{t.min_clean_p:.2f}" if t.traced else "-",
-                    *(_peak(t.peaks.get(k)) for k in kinds),
+                    _peak(t.peak),
+                    _peak(t.span_peak),
                 ]
                 for t in traces
             ],
             index=pd.Index([t.model for t in traces], name="traced model"),
-            columns=["problems", "min clean p", *(f"peak AIE {k}" for k in kinds)],
+            columns=["problems", "min clean p", "strongest AIE", "strongest in the span"],
         )
         lines += [
-            "causal traces (results/<model>/trace/): CRUXEval-O problems the model answered, the "
-            "lowest clean probability of their answer token, and where the average indirect "
-            "effect peaks per kind (token bucket, layer: AIE)",
+            "causal traces (results/<model>/trace/): CRUXEval-O problems answered and traced, the "
+            "lowest clean p(answer token),",
+            "and the strongest average indirect effect (kind, token bucket, layer: AIE), overall "
+            "and among the corrupted input tokens",
             *_table(rows),
             "",
         ]
@@ -140,11 +156,11 @@ def findings_text(results: str | Path = "results", report_command: str = REPORT_
     return "\n".join(lines) + "\n"
 
 
-def _peak(peak: tuple[str, int, float] | None) -> str:
+def _peak(peak: Peak | None) -> str:
     if peak is None:
         return "-"
-    bucket, layer, aie = peak
-    return f"{bucket} L{layer}: {aie:.2f}"
+    kind, bucket, layer, aie = peak
+    return f"{kind} {bucket} L{layer}: {aie:.2f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -83,9 +83,14 @@ def before_after_figure(metrics: pd.DataFrame, pairs: Sequence[tuple[str, str]])
 
 
 def wrap_label(label: str, width: int = 14) -> str:
-    """Benchmark name on the first line, the rest (variant) wrapped below: narrow tick labels."""
-    head, _, rest = label.partition(" ")
-    return "\n".join([head, *textwrap.wrap(rest, width)])
+    """Benchmark name on the first line, the rest (variant, then the subset on a line of its
+    own) wrapped below: narrow tick labels."""
+    first, *more = label.split("\n")
+    head, _, rest = first.partition(" ")
+    lines = [head, *textwrap.wrap(rest, width)]
+    for line in more:
+        lines += textwrap.wrap(line, width)
+    return "\n".join(lines)
 
 
 def check_history(history: pd.DataFrame, source: str) -> None:

@@ -153,7 +153,7 @@ def _group_label(benchmark: str, variant: str, multi: bool, subset: str = ALL) -
     else:
         text = f"{BENCHMARK_LABELS.get(benchmark, benchmark)} {label}" if multi else label
     part = SUBSET_LABELS.get(subset, subset)
-    return f"{text} ({part})" if part else text
+    return f"{text}\n{part}" if part else text
 
 
 def pass_at_k_figure(

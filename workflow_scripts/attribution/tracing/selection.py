@@ -35,7 +35,10 @@ def select_problems(
     if force:
         unknown = [t for t in force if str(t) not in set(known)]
         if unknown:
-            raise ValueError(f"trace.force_problems: {unknown} are not CRUXEval-O task ids")
+            raise ValueError(
+                f"trace.force_problems: {unknown} are not CRUXEval-O task ids (the dataset's "
+                f"{len(known)} ids are e.g. {', '.join(known[:3])})"
+            )
         ids = [str(t) for t in dict.fromkeys(force)]
         return _frame(ids, "forced")
     if not greedy:
