@@ -28,6 +28,11 @@ def load_backend(
     if name == "hf":
         from attribution.generation.hf import HFBackend
 
+        if gpus > 1:
+            raise ValueError(
+                f"the hf backend runs a model on one GPU, not {gpus}; use the vllm backend"
+            )
+
         return HFBackend.load(load_path, revision=revision, dtype=dtype)
     if name == "vllm":
         from attribution.generation.vllm import VLLMBackend
