@@ -69,11 +69,11 @@ class GenerationJob:
         """From a config ``benchmarks.{name}`` entry (unknown keys such as ``ks`` ignored)."""
         stop = benchmark.get("stop")
         return cls(
-            n_samples=int(benchmark.get("n_samples", 1)),
-            temperature=float(benchmark.get("temperature", 0.0)),
-            top_p=float(benchmark.get("top_p", 1.0)),
-            max_new_tokens=int(benchmark.get("max_new_tokens", 256)),
-            batch_size=int(benchmark.get("batch_size", 8)),
+            n_samples=int(benchmark.get("n_samples", cls.n_samples)),
+            temperature=float(benchmark.get("temperature", cls.temperature)),
+            top_p=float(benchmark.get("top_p", cls.top_p)),
+            max_new_tokens=int(benchmark.get("max_new_tokens", cls.max_new_tokens)),
+            batch_size=int(benchmark.get("batch_size", cls.batch_size)),
             seed=int(seed),
             chat=bool(chat),
             stop=tuple(stop) if stop else None,
