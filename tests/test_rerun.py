@@ -6,7 +6,8 @@ fine-tuned version, two benchmarks, one traced problem, the figures):
   that keeps the content schedules nothing (every module's hash mapping is checked directly in
   tests/test_code_hash.py; these dry runs prove the scheduling end to end);
 - the whole run killed mid-way (`kill -9` of Snakemake's session) comes back with `make resume`
-  to the same final files as the uninterrupted run.
+  to the same final files as the uninterrupted run;
+- every result records its provenance, and the comparison warns when compared rows differ.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
-from attribution.hashing import import_closure
+from attribution import provenance
+from attribution.hashing import code_hash, import_closure
 from workflow_utils import (
     REPO,
     dry_run,
@@ -36,6 +39,7 @@ from workflow_utils import (
     repo_config,
     run_snakemake,
     snakemake_env,
+    write_config,
 )
 
 pytestmark = pytest.mark.slow
@@ -243,3 +247,58 @@ def test_make_resume_is_the_documented_command():
     for profile in ("default", "slurm"):
         text = (REPO / "profiles" / profile / "config.yaml").read_text()
         assert re.search(r"(?m)^rerun-incomplete: true$", text), profile
+
+
+def test_every_result_records_its_provenance(finished):
+    ws = finished["ws"]
+    scripts = ws / "workflow_scripts"
+    gens = pd.read_parquet(ws / "results/tiny-olmo2/cruxeval_o/generations.parquet")
+    made = provenance.from_frame(gens)
+    assert made["code"] == code_hash("generate.py", scripts)
+    assert (made["backend"], made["device"], made["dtype"], made["batch_size"]) == (
+        "hf",
+        "cpu",
+        "float32",
+        small_config()["benchmarks"]["cruxeval_o"]["batch_size"],
+    )
+    assert made["torch_version"] and made["transformers_version"] and not made["nnsight_version"]
+    execs = pd.read_parquet(ws / "results/tiny-olmo2/cruxeval_o/executions.parquet")
+    assert provenance.from_frame(execs) == {**made, "code": code_hash("execute.py", scripts)}
+    metrics = json.loads((ws / "results/tiny-olmo2/cruxeval_o/metrics.json").read_text())
+    assert metrics["provenance"] == {**made, "code": code_hash("score.py", scripts)}
+    summary = pd.read_parquet(ws / "results/summary/metrics.parquet")
+    assert summary["backend"].eq("hf").all() and summary["dtype"].eq("float32").all()
+    assert summary["torch_version"].eq(made["torch_version"]).all()
+    comparison = pd.read_parquet(ws / "results/summary/comparison.parquet")
+    assert comparison["provenance_differs"].eq("").all()
+    for name, script in (
+        ("problems/sample_1", "causal_trace.py"),
+        ("activation_norms", "activation_norms.py"),
+        ("summary", "trace_summary.py"),
+    ):
+        traced = provenance.from_frame(
+            pd.read_parquet(ws / f"results/tiny-olmo2/trace/{name}.parquet")
+        )
+        assert traced["backend"] == "nnsight" and traced["nnsight_version"], name
+        assert traced["code"] == code_hash(script, scripts), name
+    history = pd.read_parquet(ws / f"results/finetune/{FINETUNED}/history.parquet")
+    trained = provenance.from_frame(history)
+    assert (trained["backend"], trained["dtype"], trained["batch_size"]) == (
+        "trainer",
+        "float32",
+        2,
+    )
+    info = json.loads((ws / f"models/{FINETUNED}/finetune.json").read_text())
+    assert info["provenance"] == trained
+
+
+def test_comparison_warns_when_a_model_ran_in_another_dtype(ws):
+    config = yaml.safe_load((ws / "config.yaml").read_text())
+    config["models"][FINETUNED]["dtype"] = "bfloat16"
+    write_config(ws, config)
+    run_snakemake(ws, "results/summary/comparison.md", timeout=900)
+    comparison = pd.read_parquet(ws / "results/summary/comparison.parquet")
+    tuned = comparison[comparison["model"] == FINETUNED]
+    assert not tuned.empty
+    assert tuned["provenance_differs"].str.contains("dtype: 'bfloat16' vs 'float32'").all()
+    assert "## Warnings" in (ws / "results/summary/comparison.md").read_text()

@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments, set_seed
 
+from attribution import provenance
 from attribution.finetune.dataset import build_examples
 from attribution.finetune.history import WallTimeCallback, history_frame
 from attribution.finetune.packing import BlockCollator, BlockDataset, build_blocks, model_inputs
@@ -376,10 +377,20 @@ def run_finetune(job: FinetuneJob, callbacks: Sequence[TrainerCallback] = ()) ->
         if spec.method == "lora":
             final = final.merge_and_unload()
         final.config.use_cache = True  # the Trainer turned it off for training
+        made = provenance.record(
+            code=job.code,
+            backend="trainer",
+            device=device,
+            dtype=load_dtype + ("+bf16-amp" if bf16 else "+fp16-amp" if fp16 else ""),
+            batch_size=spec.batch_size,
+            libraries=("torch", "transformers", *(("peft",) if spec.method == "lora" else ())),
+            gpu_count=world_size if torch.cuda.is_available() else 0,
+        )
         info = {"name": job.name, "base": job.base, "base_revision": job.base_revision}
-        info.update(spec=spec.to_dict(), result=asdict(result))
+        info.update(spec=spec.to_dict(), result=asdict(result), provenance=made)
         # History first: the model folder's config.json is the job's completion marker.
-        write_parquet(history_frame(trainer.state.log_history), job.history)
+        history = provenance.with_columns(history_frame(trainer.state.log_history), made)
+        write_parquet(history, job.history)
         save_model_folder(final, tokenizer, job.model_dir, {"finetune.json": info})
         write_json(asdict(result), Path(job.work_dir) / "result.json")
         if not spec.keep_checkpoints:

@@ -25,6 +25,7 @@ from attribution.generation.base import Backend, GenerationRequest, GenerationSe
 from attribution.generation.chat import prompt_text
 from attribution.generation.postprocess import completion_from_raw
 from attribution.io import write_json, write_parquet
+from attribution.provenance import with_columns
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +169,12 @@ def run_generation(
     fingerprint: dict[str, Any] | None = None,
     on_shard: Callable[[int, int], None] | None = None,
     progress: bool = True,
+    provenance: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Generate every (task, sample) of ``prompts`` and write ``out_path`` (Parquet, columns
-    GENERATION_COLUMNS). ``fingerprint``: what identifies the model and code (shards made with
-    another one are discarded). ``on_shard(done, total)`` is called after each shard."""
+    GENERATION_COLUMNS, then the ``provenance`` record's columns when given). ``fingerprint``:
+    what identifies the model and code (shards made with another one are discarded).
+    ``on_shard(done, total)`` is called after each shard."""
     from tqdm import tqdm
 
     table, work = build_requests(prompts, backend.tokenizer, job)
@@ -210,6 +213,8 @@ def run_generation(
     bar.close()
 
     final = _assemble(table, work, done, job)
+    if provenance is not None:
+        final = with_columns(final, provenance)
     write_parquet(final, out_path)
     shutil.rmtree(folder, ignore_errors=True)
     return pd.read_parquet(out_path)  # exactly what the file holds (list columns as read back)

@@ -17,10 +17,15 @@ class VLLMUnavailable(RuntimeError):
 
 
 class VLLMBackend:
+    name = "vllm"
+    device = "cuda"
+
     def __init__(self, llm: Any, tokenizer: Any, sampling_params_cls: Any) -> None:
         self.llm = llm
         self.tokenizer = tokenizer
         self._params = sampling_params_cls
+        self.dtype: str = "auto"
+        self.gpus = 1  # tensor-parallel degree
 
     @classmethod
     def load(
@@ -55,7 +60,9 @@ class VLLMBackend:
             dtype=load_dtype,
             tensor_parallel_size=max(1, int(gpus)),
         )
-        return cls(llm, load_tokenizer(source), vllm.SamplingParams)
+        backend = cls(llm, load_tokenizer(source), vllm.SamplingParams)
+        backend.dtype, backend.gpus = load_dtype, max(1, int(gpus))
+        return backend
 
     def generate(
         self, requests: list[GenerationRequest], settings: GenerationSettings
