@@ -57,16 +57,16 @@ def code_of(script):
 
 def check_code_params():
     """Every rule that runs a script carries that script's code hash as its ``code`` param."""
-    for rule in workflow.rules:
-        if rule.script is None:
+    for each in workflow.rules:
+        if each.script is None:
             continue
-        script = Path(os.path.normpath(Path(rule.snakefile).parent / rule.script))
+        script = Path(os.path.normpath(Path(each.snakefile).parent / each.script))
         expected = code_of(script)
-        got = dict(rule.params.items()).get("code")
+        got = dict(each.params.items()).get("code")
         if got != expected:
             raise WorkflowError(
-                f"rule {rule.name}: params `code` must be code_of({script.name!r}) (the content "
-                f"hash of the script it runs), got {got!r}"
+                f"{each.name} (a script rule) must pass params code=code_of({script.name!r}), the "
+                f"content hash of the code it runs; it passes {got!r}"
             )
 
 

@@ -159,4 +159,6 @@ def test_a_rule_without_its_script_hash_fails_the_dag(tmp_path):
     rules.write_text(text.replace('code=code_of("score.py"),', 'code=code_of("execute.py"),'))
     proc = run_snakemake(ws, "--dry-run", check=False)
     assert proc.returncode != 0
-    assert "rule score: params `code` must be code_of('score.py')" in proc.stdout + proc.stderr
+    assert "score (a script rule) must pass params code=code_of('score.py')" in (
+        proc.stdout + proc.stderr
+    )
