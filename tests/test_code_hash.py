@@ -27,37 +27,50 @@ def rel(paths, root: Path = LIBRARY_ROOT) -> set[str]:
 
 
 def modulefinder_closure(script: Path, root: Path) -> set[str]:
-    """The files under ``root`` Python's modulefinder reaches from ``script`` (an independent
-    static import finder: it reads bytecode, not the ast)."""
+    """The files under ``root`` that Python's modulefinder (an independent static import finder:
+    it reads bytecode, not the ast) reaches from ``script``, plus the modules the reached code
+    starts by name (``python -m attribution.x``: a string ``"attribution.x"``, which no import
+    finder sees) and what those import in turn."""
     finder = modulefinder.ModuleFinder(path=[str(root)])
     finder.run_script(str(script))
-    files = [m.__file__ for m in finder.modules.values() if m.__file__]
-    return rel([f for f in files if Path(f).resolve().is_relative_to(root.resolve())], root)
+    started: set[str] = set()
+    while True:
+        files = _files(finder, root)
+        names = launched_by_name(files, root) - started
+        if not names:
+            return files
+        for name in sorted(names):
+            finder.import_hook(name)
+            started.add(name)
+
+
+def _files(finder: modulefinder.ModuleFinder, root: Path) -> set[str]:
+    found = [m.__file__ for m in finder.modules.values() if m.__file__]
+    return rel([f for f in found if Path(f).resolve().is_relative_to(root.resolve())], root)
 
 
 def launched_by_name(files: set[str], root: Path) -> set[str]:
-    """Modules that closure files start by name (``python -m attribution.x``): a string
-    ``"attribution.x"`` in their text. modulefinder cannot see these."""
+    """Dotted names of the local modules that ``files`` name in a string (for a package also
+    its ``__main__``, what ``python -m package`` runs)."""
     out = set()
     for name in files:
-        for dotted in re.findall(
-            r"[\"']((?:_entry|attribution)(?:\.\w+)+)[\"']", (root / name).read_text()
-        ):
+        text = (root / name).read_text()
+        for dotted in re.findall(r"[\"']((?:_entry|attribution)(?:\.\w+)+)[\"']", text):
             module = root.joinpath(*dotted.split("."))
-            for candidate in (module.with_suffix(".py"), module / "__main__.py"):
-                if candidate.is_file():
-                    out.add(candidate.relative_to(root).as_posix())
+            if module.with_suffix(".py").is_file():
+                out.add(dotted)
+            elif (module / "__init__.py").is_file():
+                out.add(dotted)
+                if (module / "__main__.py").is_file():
+                    out.add(f"{dotted}.__main__")
     return out
 
 
 @pytest.mark.parametrize("script", ENTRY_SCRIPTS)
 def test_closure_is_what_the_script_imports(script):
     closure = rel(import_closure(script))
-    found = modulefinder_closure(LIBRARY_ROOT / script, LIBRARY_ROOT)
     assert script in closure and "_entry.py" in closure
-    assert found <= closure, f"imports the ast walk missed: {sorted(found - closure)}"
-    extra = closure - found
-    assert extra <= launched_by_name(closure, LIBRARY_ROOT), sorted(extra)
+    assert closure == modulefinder_closure(LIBRARY_ROOT / script, LIBRARY_ROOT)
 
 
 def test_subprocess_modules_are_in_the_closure():
