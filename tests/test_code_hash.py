@@ -162,6 +162,8 @@ def test_unparsable_module_and_missing_script_are_named(tmp_path):
         code_hash("entry.py", root)
     with pytest.raises(FileNotFoundError, match="nope.py"):
         code_hash("nope.py", root)
+    with pytest.raises(ValueError, match="is not under"):
+        code_hash(Path(__file__), root)
 
 
 def test_a_rule_without_its_script_hash_fails_the_dag(tmp_path):

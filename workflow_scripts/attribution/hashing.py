@@ -46,6 +46,8 @@ def import_closure(script: str | Path, root: Path = LIBRARY_ROOT) -> list[Path]:
     start = (start if start.is_absolute() else root / start).resolve()
     if not start.is_file():
         raise FileNotFoundError(f"import_closure: no script {script} (under {root})")
+    if not start.is_relative_to(root):
+        raise ValueError(f"import_closure: {start} is not under {root}")
     finder = _Finder(root)
     seen: set[Path] = set()
     todo = [start]
