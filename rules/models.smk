@@ -12,7 +12,7 @@ rule build_model:
     params:
         spec=lambda wc: config["models"][wc.model]["build"],
         held_out=build_held_out,
-        code=CODE["build"],
+        code=code_of("build_model.py"),
     log:
         "logs/build_model/{model}.log",
     benchmark:

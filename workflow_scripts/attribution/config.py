@@ -124,6 +124,7 @@ def check_config(config: dict[str, Any], workdir: str | Path = ".") -> None:
             raise ConfigError(
                 f"benchmarks.{bench}: needs datasets.{dataset}, which is not configured"
             )
+    check_generation_gpus(config)
     models = config["models"]
     for name, entry in models.items():
         if "/" in name or "@" in name:
@@ -221,4 +222,25 @@ def _check_trace(config: dict[str, Any], root: Path) -> None:
             raise ConfigError(
                 f"trace.force_problems: {unknown} are not task ids of datasets.cruxeval "
                 f"({dataset['path']}, e.g. {sorted(ids)[:3]})"
+            )
+
+
+def check_generation_gpus(config: dict[str, Any]) -> None:
+    """The hf backend runs a model on one device: more GPUs per generate job would be leased
+    and left idle, so asking for them is an error (vllm spreads a model over them)."""
+    generation = config.get("generation", {})
+    if generation.get("backend", "hf") != "hf":
+        return
+    asks = [("generation.gpus", generation.get("gpus", 1))]
+    asks += [
+        (f"benchmarks.{name}.gpus", settings["gpus"])
+        for name, settings in config.get("benchmarks", {}).items()
+        if "gpus" in settings
+    ]
+    for where, gpus in asks:
+        if gpus > 1:
+            raise ConfigError(
+                f"{where}: {gpus} GPUs per generate job, but the hf backend runs a model on one "
+                "GPU; set it to 1 (jobs then run side by side on the GPUs given with "
+                "--resources gpu=N) or use generation.backend: vllm (tensor parallel)"
             )

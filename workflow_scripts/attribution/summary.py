@@ -13,6 +13,10 @@ benchmark's own score, ``base`` / ``plus`` for HumanEval+, a difficulty for APPS
 (:mod:`attribution.data.splits`) also ``train`` and ``held_out``: pass@k averaged over the
 tasks of that part only (the per-task unbiased estimates of metrics.json, so the parts'
 task-weighted mean is the ``all`` value).
+
+The provenance columns (dtype, device, GPU, backend, batch size, library versions:
+:mod:`attribution.provenance`) say how the generations behind each number were made; the
+comparison warns when compared rows differ in them.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pandas as pd
 from attribution.config import parse_revision_step, parse_revision_tokens
 from attribution.data.records import BENCHMARK_DATASET
 from attribution.data.splits import ALL, PARTS
+from attribution.provenance import COMPARED as PROVENANCE
 
 SUMMARY_COLUMNS = (
     "model",
@@ -48,11 +53,12 @@ SUMMARY_COLUMNS = (
     "n",
     "tasks",
     "code_version",
+    *PROVENANCE,  # how the generations were made (metrics.json's provenance block)
 )
 PASS_AT = re.compile(r"^pass@(\d+)$")
 # Leaves of metrics.json that are scores (fractions in [0, 1]); counts and per-task blocks are not.
 SCORE_LEAVES = ("strict_accuracy", "test_case_pass_rate")
-SKIPPED_BLOCKS = ("per_task", "counts")
+SKIPPED_BLOCKS = ("per_task", "counts", "provenance")
 # attribution.summary's name for APPS rows without a difficulty (a by_difficulty key "")
 UNRECORDED = "unknown_difficulty"
 
@@ -165,6 +171,7 @@ def summarize(
                 f"expected {run.benchmark!r}"
             )
         n = metrics.get("counts", {}).get("min_n")
+        made = metrics.get("provenance", {})
         common = {
             "model": run.model,
             "model_entry": run.model_entry,
@@ -176,6 +183,7 @@ def summarize(
             "dataset_sha256": hashes[dataset],
             "n": n,
             "code_version": code_version,
+            **{c: made.get(c) for c in PROVENANCE},
         }
         for row in metric_rows(metrics):
             identity = {"metric": row.metric, "variant": row.variant, "stat": row.stat, "k": row.k}
@@ -188,7 +196,7 @@ def summarize(
                         {**common, **identity, "subset": subset, "value": value, "tasks": tasks}
                     )
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    for column in ("training_step", "k", "n", "tasks"):
+    for column in ("training_step", "k", "n", "tasks", "gpu_count", "batch_size"):
         frame[column] = frame[column].astype("Int64")
     frame["training_tokens"] = frame["training_tokens"].astype("float64")
     frame["value"] = frame["value"].astype("float64")
@@ -203,6 +211,8 @@ def summarize(
         "stat",
         "subset",
     ):
+        frame[column] = frame[column].astype("string")
+    for column in set(PROVENANCE) - {"gpu_count", "batch_size"}:
         frame[column] = frame[column].astype("string")
     order = frame["subset"].map({ALL: 0, **{p: i + 1 for i, p in enumerate(PARTS)}})
     frame = frame.assign(_subset=order).sort_values(
