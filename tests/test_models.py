@@ -88,7 +88,16 @@ def test_cpu_dtype_is_float32():
         pick_dtype("int4", torch.device("cpu"))
 
 
-def test_build_on_documents_memorizes_what_it_trained_on(tmp_path, repo_root):
+@pytest.fixture()
+def one_thread():
+    """One torch thread (as the build rule runs): on a model this small more threads only spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_build_on_documents_memorizes_what_it_trained_on(tmp_path, repo_root, one_thread):
     """train_on: the model pretrains on benchmark prompts + answers and then answers them,
     greedily and with a clean probability of the answer's first token (as causal tracing
     prepares it) above 0.5; the held-out task is not in its training documents."""
