@@ -53,8 +53,9 @@ CODE = {
     "execution": library_hash(
         [
             f"attribution/execution/{m}.py"
-            for m in ("__init__", "sandbox", "engine", "humanevalplus", "cruxeval", "apps")
+            for m in ("__init__", "engine", "humanevalplus", "cruxeval", "apps")
         ]
+        + ["attribution/execution/sandbox"]
         + ["attribution/data/records.py", "attribution/io.py"]
     ),
     "score": library_hash(["attribution/execution/engine.py", "attribution/execution/passk.py"]),

@@ -1,0 +1,83 @@
+"""Public records of the sandbox: limits, programs, per-input outcomes, results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource limits of one sandboxed child (per program)."""
+
+    memory_bytes: int = 2 << 30  # address space on top of the worker's own mappings
+    nproc: int = 32  # processes (and threads) of the sandbox uid
+    fsize_bytes: int = 16 << 20  # largest file the program may write
+    nofile: int = 64  # open descriptors
+    stdout_bytes: int = 64 << 20  # captured stdout (stdin-mode programs)
+    result_bytes: int = 256 << 20  # all result messages of one child
+    wall_factor: float = 2.0  # per-input wall limit = cpu limit * wall_factor + wall_margin_s
+    wall_margin_s: float = 1.0
+    uid_base: int = 64000  # worker i runs its children as uid_base + i when started as root
+    pid_namespace: bool = True  # False forces the fallback (subreaper + per-uid kill sweep)
+
+
+@dataclass(frozen=True)
+class Program:
+    """A program and the inputs to run it on, in one of three modes.
+
+    * ``call``: ``exec(source)``, take ``entry`` (a function, or a method of a fresh
+      ``instantiate()`` object) and call it once per input with ``*args`` (each input is a list of
+      positional arguments); the return value is reported.
+    * ``eval``: ``exec(source)``, then ``eval`` each input (an expression string) in the same
+      globals; the value is reported.
+    * ``stdin``: run ``source`` (then call ``entry()`` if given) once per input in a fresh child
+      with the input on file descriptor 0; what it writes to stdout is reported (as text).
+
+    ``cpu_limits`` holds one CPU-seconds limit per input; ``setup_cpu_s`` bounds ``exec(source)``.
+    ``stop_on_timeout`` stops at the first input that times out (the rest are ``not_run``).
+    ``main_name`` sets ``__name__`` in the exec globals (``None``: not set, like evalplus).
+    """
+
+    mode: str
+    source: str
+    inputs: tuple[Any, ...]
+    cpu_limits: tuple[float, ...]
+    entry: str = ""
+    instantiate: str = ""
+    setup_cpu_s: float = 4.0
+    stop_on_timeout: bool = False
+    main_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("call", "eval", "stdin"):
+            raise ValueError(f"unknown program mode {self.mode!r}")
+        if len(self.cpu_limits) != len(self.inputs):
+            raise ValueError("cpu_limits needs one entry per input")
+
+
+@dataclass
+class Outcome:
+    """What happened on one input: ``ok`` (value is set), ``error`` (an exception; ``error``
+    names it), ``timeout``, ``unencodable`` (a value of a type that cannot cross the boundary),
+    ``not_run`` (setup failed, an earlier timeout, or the child was killed) or ``killed``."""
+
+    status: str
+    value: Any = None
+    error: str = ""
+    cpu_s: float = 0.0
+
+
+@dataclass
+class SandboxResult:
+    """Outcome of one ``Program``. ``status``: ``ok`` (ran to the end), ``setup_error`` (compile,
+    exec or entry lookup failed; ``error`` says why), ``timeout`` (killed at the wall-clock
+    limit), ``crashed`` (died without finishing, e.g. ``os._exit`` or a signal),
+    ``output_limit`` or ``sandbox_error`` (the worker itself failed)."""
+
+    status: str
+    outcomes: list[Outcome]
+    error: str = ""
+    wall_s: float = 0.0
+    layers: tuple[str, ...] = ()
+    exit_codes: list[int] = field(default_factory=list)
