@@ -49,16 +49,34 @@ CODE = {
     "generation": library_hash(
         ["attribution/generation", "attribution/models/loading.py", "attribution/io.py"]
     ),
-    # execute and score share engine.py; passk.py is scoring only, the checkers execution only.
+    # execute and score share no module: scoring.py + passk.py are scoring only.
     "execution": library_hash(
         [
             f"attribution/execution/{m}.py"
-            for m in ("__init__", "engine", "humanevalplus", "cruxeval", "apps")
+            for m in ("__init__", "engine", "checker", "verdicts", "references", "options")
+            + ("reference_run", "humanevalplus", "cruxeval", "apps")
         ]
         + ["attribution/execution/sandbox"]
-        + ["attribution/data/records.py", "attribution/io.py"]
+        + ["attribution/data/records.py", "attribution/data/loaders.py", "attribution/io.py"]
+        + ["attribution/hashing.py"]
     ),
-    "score": library_hash(["attribution/execution/engine.py", "attribution/execution/passk.py"]),
+    "references": library_hash(
+        [
+            f"attribution/execution/{m}.py"
+            for m in ("__init__", "reference_run", "checker", "verdicts", "references")
+            + ("humanevalplus", "cruxeval", "apps")
+        ]
+        + ["attribution/execution/sandbox"]
+        + ["attribution/data/records.py", "attribution/data/loaders.py", "attribution/io.py"]
+    ),
+    "score": library_hash(
+        [
+            "attribution/execution/__init__.py",
+            "attribution/execution/scoring.py",
+            "attribution/execution/passk.py",
+            "attribution/data/records.py",
+        ]
+    ),
     "summary": library_hash(["attribution/summary.py", "attribution/config.py", "attribution/io.py"]),
     "finetune": library_hash(
         ["attribution/finetune", "attribution/data", "attribution/models", "attribution/io.py"]
@@ -177,6 +195,30 @@ def generation_gpus(wildcards):
 
 def benchmark_dataset_file(wildcards):
     return f"data/raw/{BENCHMARK_DATASET[wildcards.benchmark]}.parquet"
+
+
+# Benchmarks whose checker takes expected outputs and timings from a reference solution run
+# (rule references): HumanEval+ (evalplus' ground truth).
+REFERENCE_BENCHMARKS = ["humanevalplus"]
+
+
+def execute_inputs(wildcards):
+    """Generations, the dataset and, where the checker needs them, the reference outputs."""
+    inputs = {
+        "generations": f"results/{wildcards.model}/{wildcards.benchmark}/generations.parquet",
+        "dataset": benchmark_dataset_file(wildcards),
+    }
+    if wildcards.benchmark in REFERENCE_BENCHMARKS:
+        inputs["references"] = f"data/references/{wildcards.benchmark}.parquet"
+    return inputs
+
+
+def checker_settings(wildcards):
+    """The execution settings one benchmark's verdicts depend on (limits, comparison)."""
+    from attribution.execution.options import config_options
+
+    b = wildcards.benchmark
+    return config_options(b, benchmark_settings(b), config["execution"])
 
 
 def summary_runs():

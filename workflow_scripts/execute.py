@@ -4,17 +4,22 @@ import pandas as pd
 
 from _entry import setup
 from attribution.execution.engine import execute_samples
+from attribution.execution.options import checker_options
 
 smk = snakemake  # noqa: F821
 log = setup(smk)
+benchmark = smk.wildcards.benchmark
 columns = ["task_id", "sample", "completion"]
 frame = execute_samples(
-    smk.wildcards.benchmark,
+    benchmark,
     pd.read_parquet(smk.input.dataset),
     pd.read_parquet(smk.input.generations, columns=columns),
     smk.output[0],
     workers=smk.threads,
     progress=False,
+    checker_options=checker_options(benchmark, **smk.params.checker),
+    references=smk.input.get("references"),
+    references_mode="require",
 )
 log.info(
     "%d executions %s -> %s", len(frame), frame["status"].value_counts().to_dict(), smk.output[0]

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from _entry import setup
-from attribution.execution.engine import score_executions
+from attribution.execution.scoring import score_executions
 from attribution.io import write_json
 
 smk = snakemake  # noqa: F821
