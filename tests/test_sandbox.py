@@ -22,6 +22,7 @@ from attribution.execution.sandbox import (
     decode_plain,
     to_plain,
 )
+from sandbox_helpers import leftover_processes
 
 LIMITS = SandboxLimits(memory_bytes=256 << 20, nproc=16, stdout_bytes=1 << 20, wall_margin_s=0.5)
 CPU = 1.0
@@ -48,23 +49,6 @@ def call(body: str, args: tuple = ((),), cpu: float = CPU) -> Program:
     """A function ``f`` with ``body``, called once per entry of ``args``."""
     src = "def f(*args):\n" + "".join(f"    {line}\n" for line in body.splitlines())
     return Program("call", src, tuple(list(a) for a in args), (cpu,) * len(args), entry="f")
-
-
-def sandbox_processes() -> list[int]:
-    """PIDs of processes running as one of the sandbox uids."""
-    uids = {LIMITS.uid_base + i for i in range(8)}
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as fh:
-                for line in fh:
-                    if line.startswith("Uid:") and int(line.split()[1]) in uids:
-                        found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 def test_layers_recorded(pool):
@@ -121,7 +105,7 @@ def test_fork_bomb_is_capped_and_reaped(pool):
     if "nproc" in pool.layers:
         assert res.outcomes[0].value < LIMITS.nproc
     time.sleep(0.2)
-    assert sandbox_processes() == []
+    assert leftover_processes(pool) == []
 
 
 def test_setsid_daemon_does_not_outlive_the_program(pool):
@@ -139,7 +123,7 @@ def test_setsid_daemon_does_not_outlive_the_program(pool):
     res = pool.run(call(body))
     assert res.outcomes[0].value == 1
     time.sleep(0.3)
-    assert sandbox_processes() == []
+    assert leftover_processes(pool) == []
 
 
 @pytest.mark.parametrize(
@@ -256,6 +240,6 @@ def test_without_pid_namespace_the_uid_sweep_still_kills_everything():
         res = fallback.run(call(body))
         assert res.outcomes[0].value == 1
         time.sleep(0.3)
-        assert sandbox_processes() == []
+        assert leftover_processes(fallback) == []
         assert fallback.run(call("while True:\n    pass")).outcomes[0].status == "timeout"
-        assert sandbox_processes() == []
+        assert leftover_processes(fallback) == []

@@ -1,13 +1,22 @@
 """The sandboxed child: the only code that runs untrusted programs.
 
 ``child_main`` runs in a process the worker has just forked. It isolates itself (session,
-descriptors, working directory, resource limits, uid, no_new_privs, environment) before it
-compiles any untrusted source, then reports *values* over the result pipe (fd 3). Nothing here
-decides a verdict; everything the child writes is decoded by the worker as untrusted data.
+descriptors, working directory, resource limits, capabilities, uid, no_new_privs, environment)
+before it compiles any untrusted source, then reports *values* into the worker's shared
+``ResultArea``. Nothing here decides a verdict: everything the child writes is decoded by the
+worker as untrusted data, and whatever the program does to this process can only change what it
+reports about itself.
+
+Time limits, per input: a CPU timer (``ITIMER_PROF``) and a wall timer (``ITIMER_REAL``) raise
+``_Timeout`` in Python code; a long C-level call, which no Python signal handler can interrupt,
+is ended by the soft ``RLIMIT_CPU`` (SIGXCPU, set a little above the input's limit) or by the
+worker at the input's wall deadline. Either way every outcome reported before stays in the
+shared area, and the worker marks the input that was running (``ResultArea.mark``) as a timeout.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import resource
@@ -15,16 +24,32 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
-from attribution.execution.sandbox.framing import HEADER, write_all
-from attribution.execution.sandbox.linux import PR_SET_NO_NEW_PRIVS, prctl
+from attribution.execution.sandbox.framing import ResultArea
+from attribution.execution.sandbox.linux import PR_SET_NO_NEW_PRIVS, drop_capabilities, prctl
 from attribution.execution.sandbox.records import Program, SandboxLimits
 from attribution.execution.sandbox.values import Unencodable, to_plain
 
+SOURCE_NAME = "<solution>"  # the file name of the candidate's code objects (tracebacks, lines)
+MESSAGE_CHARS = 200
+
+
+def cpu_hard_limit(prog: Program, index: int) -> int:
+    """The child's hard RLIMIT_CPU (whole seconds): all its inputs' limits and setup, plus 3."""
+    total = (
+        prog.cpu_limits[index] if prog.mode == "stdin" else sum(prog.cpu_limits) + prog.setup_cpu_s
+    )
+    return int(total) + 3
+
 
 class _Timeout(BaseException):
-    """Raised inside the child by its own CPU/wall timers."""
+    """Raised inside the child by its own CPU/wall timers; ``limit`` is "cpu" or "wall"."""
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 # Whether the child's timers may interrupt (only while the program's code runs). A flag instead
@@ -34,8 +59,11 @@ _TIMERS_ARMED = [False]
 
 
 def _on_timer(signum: int, frame: Any) -> None:
+    # Disarm before raising: when both timers fire, the second finds the flag off, so at most
+    # one _Timeout is raised per arming and never a second one into the harness's handling.
     if _TIMERS_ARMED[0]:
-        raise _Timeout()
+        _TIMERS_ARMED[0] = False
+        raise _Timeout("cpu" if signum == signal.SIGPROF else "wall")
 
 
 def _arm(cpu_s: float, wall_s: float) -> None:
@@ -48,121 +76,165 @@ def _disarm() -> None:
     _TIMERS_ARMED[0] = False
 
 
-def _emit(fd: int, msg: tuple[Any, ...]) -> None:
+def _timed(run: Callable[[], Any], cpu_s: float, wall_s: float) -> tuple[Any, BaseException | None]:
+    """``run()`` under armed timers: (value, None) or (None, the exception it ended with)."""
     try:
-        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # e.g. recursion in a pathological value
-        data = pickle.dumps(("in", msg[1], "unencodable", None, 0.0, type(exc).__name__))
-    write_all(fd, HEADER.pack(len(data)) + data)
+        try:
+            _arm(cpu_s, wall_s)
+            value = run()
+            _disarm()
+            return value, None
+        except BaseException as exc:  # noqa: BLE001 - anything the program raises is its failure
+            _disarm()
+            return None, exc
+    except _Timeout as late:  # fired while the harness handled the program's own exception
+        return None, late
 
 
-def _emit_batch(fd: int, msgs: list[tuple[Any, ...]]) -> None:
-    if not msgs:
-        return
+def _describe(exc: BaseException) -> tuple[str, str, int | None, str, str]:
+    """(status, error, line, message, limit) of an exception that ended a program's run."""
+    if type(exc) is _Timeout:
+        return "timeout", "", None, "", exc.limit
     try:
-        data = pickle.dumps(("batch", msgs), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # one pathological value: send them one by one
-        for msg in msgs:
-            _emit(fd, msg)
-        return
-    write_all(fd, HEADER.pack(len(data)) + data)
-
-
-def _error_name(exc: BaseException) -> str:
+        name = str(type(exc).__name__)[:100]
+    except BaseException:  # noqa: BLE001 - a hostile metaclass; the name is only a reason
+        name = "Exception"
     try:
-        return type(exc).__name__[:100]
-    except Exception:
-        return "Exception"
+        message = str(exc)[:MESSAGE_CHARS]
+    except BaseException:  # noqa: BLE001
+        message = ""
+    limit = "memory" if isinstance(exc, MemoryError) else ""
+    return "error", name, _solution_line(exc), message, limit
 
 
-def _run_call_or_eval(prog: Program, res_fd: int, limits: SandboxLimits) -> None:
+def _solution_line(exc: BaseException) -> int | None:
+    """Line of the innermost traceback frame in the candidate's source (or of a SyntaxError)."""
+    try:
+        if isinstance(exc, SyntaxError) and exc.filename == SOURCE_NAME:
+            return exc.lineno if type(exc.lineno) is int else None
+        line, tb = None, exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == SOURCE_NAME and type(tb.tb_lineno) is int:
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        return line
+    except BaseException:  # noqa: BLE001
+        return None
+
+
+class _Report:
+    """What the child tells the worker: messages in the shared area, appended one by one (no
+    system call), so none is lost when the child is killed; and the CPU limit of each input."""
+
+    def __init__(self, area: ResultArea, cpu_hard: int) -> None:
+        self.area = area
+        self.cpu_hard = cpu_hard
+        self.cpu_soft = -1
+
+    def start(self, index: int, cpu_now: float, cpu_limit: float) -> None:
+        """Input ``index`` (-1: setup) starts: mark it, and set the soft CPU limit (SIGXCPU) a
+        little above its own limit, for code the timers cannot interrupt."""
+        self.area.mark(index)
+        soft = min(self.cpu_hard, int(cpu_now + cpu_limit) + 2)
+        if soft != self.cpu_soft:
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, self.cpu_hard))
+            self.cpu_soft = soft
+
+    def put(self, msg: tuple[Any, ...]) -> bool:
+        try:
+            data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # e.g. recursion in a pathological value
+            if msg[0] != "in":
+                raise
+            lost = ("in", msg[1], "unencodable", None, msg[4], type(exc).__name__, None, "", "")
+            data = pickle.dumps(lost, protocol=pickle.HIGHEST_PROTOCOL)
+        return self.area.append(data)
+
+    def setup_failed(self, exc: BaseException) -> None:
+        status, error, line, message, _ = _describe(exc)
+        self.put(("setup", False, "timeout" if status == "timeout" else error, line, message))
+
+    def outcome(self, index: int, value: Any, exc: BaseException | None, cpu: float) -> bool:
+        if exc is None:
+            status, error, line, message, limit = "ok", "", None, "", ""
+            try:
+                value = to_plain(value)
+            except (Unencodable, RecursionError) as err:
+                status, value, message = "unencodable", None, str(err)[:MESSAGE_CHARS]
+                error = type(err).__name__
+        else:
+            status, error, line, message, limit = _describe(exc)
+            value = None
+        return self.put(("in", index, status, value, cpu, error, line, message, limit))
+
+
+def _run_call_or_eval(prog: Program, report: _Report, limits: SandboxLimits) -> None:
     g: dict[str, Any] = {}
     if prog.main_name is not None:
         g["__name__"] = prog.main_name
-    try:
-        _arm(prog.setup_cpu_s, prog.setup_cpu_s * limits.wall_factor + limits.wall_margin_s)
-        exec(compile(prog.source, "<solution>", "exec"), g)
-        target: Any = None
-        if prog.mode == "call":
-            if prog.instantiate:
-                target = getattr(g[prog.instantiate](), prog.entry)
-            else:
-                target = g[prog.entry]
-        _disarm()
-    except BaseException as exc:  # noqa: BLE001 - anything the program raises is its failure
-        _disarm()
-        kind = "timeout" if isinstance(exc, _Timeout) else _error_name(exc)
-        _emit(res_fd, ("setup", False, kind))
+
+    def setup() -> Any:
+        exec(compile(prog.source, SOURCE_NAME, "exec"), g)
+        if prog.mode != "call":
+            return None
+        if prog.instantiate:
+            return getattr(g[prog.instantiate](), prog.entry)
+        return g[prog.entry]
+
+    report.start(-1, time.process_time(), prog.setup_cpu_s)
+    wall = prog.setup_cpu_s * limits.wall_factor + limits.wall_margin_s
+    target, exc = _timed(setup, prog.setup_cpu_s, wall)
+    if exc is not None:
+        report.setup_failed(exc)
         return
-    _emit(res_fd, ("setup", True, ""))
-    pending: list[tuple[Any, ...]] = []
-    last_flush = time.monotonic()
+    report.put(("setup", True, "", None, ""))
     for i, inp in enumerate(prog.inputs):
         limit = prog.cpu_limits[i]
-        status, value, err = "ok", None, ""
         start = time.process_time()
-        try:
-            _arm(limit, limit * limits.wall_factor + limits.wall_margin_s)
-            if prog.mode == "call":
-                value = target(*inp)
-            else:
-                value = eval(inp, g)
-            _disarm()
-        except BaseException as exc:  # noqa: BLE001
-            _disarm()
-            status = "timeout" if isinstance(exc, _Timeout) else "error"
-            err = "" if status == "timeout" else _error_name(exc)
-        cpu = time.process_time() - start
-        if status == "ok":
-            try:
-                value = to_plain(value)
-            except (Unencodable, RecursionError) as exc:
-                status, value, err = "unencodable", None, str(exc)[:200]
-        # Results go out in batches (fewer writes and messages), at least every 50 ms and
-        # before anything that may end the child, so a kill loses little.
-        pending.append(("in", i, status, value, cpu, err))
-        now = time.monotonic()
-        if len(pending) >= 256 or now - last_flush > 0.05 or status != "ok":
-            _emit_batch(res_fd, pending)
-            pending, last_flush = [], now
-        if status == "timeout" and prog.stop_on_timeout:
+        report.start(i, start, limit)
+        run = (
+            functools.partial(target, *inp)
+            if prog.mode == "call"
+            else functools.partial(eval, inp, g)
+        )
+        value, exc = _timed(run, limit, limit * limits.wall_factor + limits.wall_margin_s)
+        if not report.outcome(i, value, exc, time.process_time() - start):
+            return  # the results exceed their cap: the worker reports output_limit
+        if type(exc) is _Timeout and prog.stop_on_timeout:
             break
-    _emit_batch(res_fd, pending)
-    _emit(res_fd, ("end",))
+    report.put(("end",))
 
 
-def _run_stdin(prog: Program, index: int, res_fd: int, limits: SandboxLimits) -> None:
+def _run_stdin(prog: Program, index: int, report: _Report, limits: SandboxLimits) -> None:
     g: dict[str, Any] = {"__name__": prog.main_name or "__main__"}
     # Python objects over fds 0/1 were created by the worker; rebuild them on the new descriptors.
     sys.stdin = open(0, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     limit = prog.cpu_limits[index]
     start = time.process_time()
-    status, err = "ok", ""
     try:
-        code = compile(prog.source, "<solution>", "exec")
+        code = compile(prog.source, SOURCE_NAME, "exec")
     except BaseException as exc:  # noqa: BLE001
-        _emit(res_fd, ("setup", False, _error_name(exc)))
+        report.setup_failed(exc)
         return
-    _emit(res_fd, ("setup", True, ""))
-    try:
-        _arm(limit, limit * limits.wall_factor + limits.wall_margin_s)
-        exec(code, g)
-        if prog.entry:
-            g[prog.entry]()
-        _disarm()
-    except SystemExit:
-        _disarm()  # APPS' harness swallows SystemExit: exit() ends the program normally
-    except BaseException as exc:  # noqa: BLE001
-        _disarm()
-        status = "timeout" if isinstance(exc, _Timeout) else "error"
-        err = "" if status == "timeout" else _error_name(exc)
+    report.put(("setup", True, "", None, ""))
+
+    def run() -> None:
+        try:
+            exec(code, g)
+            if prog.entry:
+                g[prog.entry]()
+        except SystemExit:
+            pass  # APPS' harness swallows SystemExit: exit() ends the program normally
+
+    report.start(index, start, limit)
+    _, exc = _timed(run, limit, limit * limits.wall_factor + limits.wall_margin_s)
     try:
         sys.stdout.flush()
     except BaseException:  # noqa: BLE001 - a closed/broken stdout is the program's problem
         pass
-    _emit(res_fd, ("in", index, status, None, time.process_time() - start, err))
-    _emit(res_fd, ("end",))
+    report.outcome(index, None, exc, time.process_time() - start)
+    report.put(("end",))
 
 
 def child_main(
@@ -171,7 +243,7 @@ def child_main(
     limits: SandboxLimits,
     workdir: str,
     uid: int | None,
-    res_w: int,
+    area: ResultArea,
     stdin_fd: int,
     stdout_fd: int,
     as_base: int,
@@ -184,16 +256,11 @@ def child_main(
         os.dup2(stdin_fd if stdin_fd >= 0 else devnull, 0)
         os.dup2(stdout_fd if stdout_fd >= 0 else devnull, 1)
         os.dup2(devnull, 2)
-        os.dup2(res_w, 3)
-        os.closerange(4, 1 << 16)  # the engine pipes and everything else the worker had
+        os.closerange(3, 1 << 16)  # the engine pipes and everything else the worker had
         os.chdir(workdir)
-        total_cpu = (
-            prog.cpu_limits[index]
-            if prog.mode == "stdin"
-            else sum(prog.cpu_limits) + prog.setup_cpu_s
-        )
-        cpu_soft = int(total_cpu) + 2
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_soft, cpu_soft + 1))
+        # The hard limit bounds the whole child (SIGKILL); each input lowers the soft one.
+        cpu_hard = cpu_hard_limit(prog, index)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_hard - 1, cpu_hard))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         mem = as_base + limits.memory_bytes
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
@@ -203,6 +270,8 @@ def child_main(
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
+        # Inside a user namespace the worker holds every capability; the program holds none.
+        drop_capabilities()
         # After the uid change: root would ignore the limit; the new uid cannot raise it again.
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))
         prctl(PR_SET_NO_NEW_PRIVS, 1)
@@ -216,10 +285,11 @@ def child_main(
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         sys.argv = ["solution.py"]
         sys.setrecursionlimit(10_000)
+        report = _Report(area, cpu_hard)
         if prog.mode == "stdin":
-            _run_stdin(prog, index, 3, limits)
+            _run_stdin(prog, index, report, limits)
         else:
-            _run_call_or_eval(prog, 3, limits)
+            _run_call_or_eval(prog, report, limits)
     except BaseException:  # noqa: BLE001 - the untrusted side may break anything; exit non-zero
         code = 70
     os._exit(code)

@@ -3,9 +3,12 @@ values only, decoded with ``values.decode_plain``)."""
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import pickle
 import struct
+import time
 from typing import Any
 
 from attribution.execution.sandbox.values import decode_plain
@@ -46,6 +49,73 @@ def read_msg(fd: int) -> Any:
     return pickle.loads(body)  # trusted: engine <-> worker only
 
 
+class ResultArea:
+    """The child -> worker channel: a shared anonymous mapping the worker creates once.
+
+    Each child appends length-prefixed messages (no system call, no wake-up of the worker) and
+    marks the input it is running. The mapping outlives the child, so every outcome reported
+    before a kill (CPU limit, wall limit, crash) reaches the worker. Everything in it is
+    written by untrusted code: the worker only ever reads ``parse_frames`` of a copy.
+    """
+
+    # committed bytes of messages, current input (-2: not started, -1: setup), its start
+    # (time.monotonic), flags (1: a message did not fit)
+    _HEAD = struct.Struct("<QqdQ")
+    OVERFLOW = 1
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.mm = mmap.mmap(-1, self._HEAD.size + size, flags=mmap.MAP_SHARED)
+        self.committed = 0  # child side: bytes this child has appended
+
+    # -- worker side --------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        used = self._HEAD.unpack_from(self.mm, 0)[0]
+        if used > 4 << 20:  # give big results' pages back (shmem: MADV_REMOVE, not DONTNEED)
+            end = min(self._HEAD.size + used, len(self.mm))
+            with contextlib.suppress(OSError, ValueError):
+                self.mm.madvise(mmap.MADV_REMOVE, 0, end - end % mmap.PAGESIZE)
+        self._HEAD.pack_into(self.mm, 0, 0, -2, 0.0, 0)
+        self.committed = 0
+
+    def position(self) -> tuple[int, float]:
+        """(current input, when it started), as the child last wrote them."""
+        _, current, started, _ = self._HEAD.unpack_from(self.mm, 0)
+        return current, started
+
+    def snapshot(self) -> tuple[list[tuple[Any, ...]], int, bool]:
+        """(messages, current input, overflowed): read once the child and its tree are dead."""
+        used, current, _, flags = self._HEAD.unpack_from(self.mm, 0)
+        data = self.mm[self._HEAD.size : self._HEAD.size + min(used, self.size)]
+        return parse_frames(data), current, bool(flags & self.OVERFLOW)
+
+    def close(self) -> None:
+        self.mm.close()
+
+    # -- child side ---------------------------------------------------------------------------
+
+    def mark(self, index: int) -> None:
+        """Record that input ``index`` starts now (start first: a reader never pairs a new
+        index with an old start, which would shorten its deadline)."""
+        struct.pack_into("<d", self.mm, 16, time.monotonic())
+        struct.pack_into("<q", self.mm, 8, index)
+
+    def append(self, data: bytes) -> bool:
+        """Append one message; False (and the overflow flag) when it does not fit."""
+        pos = self.committed
+        end = pos + HEADER.size + len(data)
+        if end > self.size:
+            struct.pack_into("<Q", self.mm, 24, self.OVERFLOW)
+            return False
+        base = self._HEAD.size
+        HEADER.pack_into(self.mm, base + pos, len(data))
+        self.mm[base + pos + HEADER.size : base + end] = data
+        struct.pack_into("<Q", self.mm, 0, end)  # last: only whole messages are committed
+        self.committed = end
+        return True
+
+
 def parse_frames(data: bytes) -> list[tuple[Any, ...]]:
     """Split the child's messages; stop at the first malformed one (the child is untrusted)."""
     msgs: list[tuple[Any, ...]] = []
@@ -60,22 +130,33 @@ def parse_frames(data: bytes) -> list[tuple[Any, ...]]:
         except Exception:
             break
         pos += size
-        if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "batch":
-            items = msg[1] if isinstance(msg[1], list) else [None]
-        else:
-            items = [msg]
-        for item in items:
-            if not _valid_message(item):
-                return msgs
-            msgs.append(item)
+        if not _valid_message(msg):
+            break
+        msgs.append(msg)
     return msgs
 
 
 def _valid_message(msg: Any) -> bool:
-    if not isinstance(msg, tuple) or not msg or not isinstance(msg[0], str):
+    """Shapes: ("setup", ok, error, line, message), ("end",) and
+    ("in", index, status, value, cpu_s, error, line, message, limit)."""
+    if not isinstance(msg, tuple) or not msg:
         return False
-    if msg[0] == "in":
-        return len(msg) == 6 and isinstance(msg[4], float) and isinstance(msg[5], str)
-    if msg[0] == "setup":
-        return len(msg) == 3 and isinstance(msg[1], bool)
-    return True
+    kind = msg[0]
+    if kind == "in":
+        return (
+            len(msg) == 9
+            and type(msg[1]) is int
+            and type(msg[2]) is str
+            and type(msg[4]) is float
+            and all(type(x) is str for x in (msg[5], msg[7], msg[8]))
+            and (msg[6] is None or type(msg[6]) is int)
+        )
+    if kind == "setup":
+        return (
+            len(msg) == 5
+            and type(msg[1]) is bool
+            and type(msg[2]) is str
+            and (msg[3] is None or type(msg[3]) is int)
+            and type(msg[4]) is str
+        )
+    return kind == "end" and len(msg) == 1

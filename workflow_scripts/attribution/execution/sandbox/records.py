@@ -58,22 +58,40 @@ class Program:
 
 @dataclass
 class Outcome:
-    """What happened on one input: ``ok`` (value is set), ``error`` (an exception; ``error``
-    names it), ``timeout``, ``unencodable`` (a value of a type that cannot cross the boundary),
-    ``not_run`` (setup failed, an earlier timeout, or the child was killed) or ``killed``."""
+    """What happened on one input.
+
+    ``status``: ``ok`` (``value`` is set), ``error`` (``error`` names the exception type;
+    empty when the child died instead, ``message`` then says how), ``timeout``, ``unencodable``
+    (a value of a type that cannot cross the boundary) or ``not_run`` (setup failed, an earlier
+    timeout, or the child died on an earlier input). ``line``: for ``error``, the 1-based line
+    in the program's source of the innermost frame there (None when the error arose outside it).
+    ``message``: the exception's message, at most 200 characters. ``limit``: which limit ended
+    it: "cpu" or "wall" for a timeout, "memory" (MemoryError, or a death at the memory limit)
+    or "output" (the output cap) for an error; empty otherwise.
+    """
 
     status: str
     value: Any = None
     error: str = ""
     cpu_s: float = 0.0
+    line: int | None = None
+    message: str = ""
+    limit: str = ""
 
 
 @dataclass
 class SandboxResult:
-    """Outcome of one ``Program``. ``status``: ``ok`` (ran to the end), ``setup_error`` (compile,
-    exec or entry lookup failed; ``error`` says why), ``timeout`` (killed at the wall-clock
-    limit), ``crashed`` (died without finishing, e.g. ``os._exit`` or a signal),
-    ``output_limit`` or ``sandbox_error`` (the worker itself failed)."""
+    """Outcome of one ``Program``.
+
+    ``status``: ``ok`` (ran to the end; single inputs may still have failed), ``setup_error``
+    (compile, exec or entry lookup failed; ``error`` names the exception, or "timeout";
+    ``setup_line`` is the SyntaxError's line or the raising line of the program's source),
+    ``timeout`` (killed at a CPU or wall limit; the input that was running says which),
+    ``crashed`` (died without finishing; ``error`` says how: "killed by signal 9 (SIGKILL)",
+    "exited with status 3"), ``output_limit`` or ``sandbox_error`` (the worker itself failed).
+    ``signal``: the signal that ended the (last) child, None when it exited. Every outcome the
+    child reported before it ended is kept, whatever ended it.
+    """
 
     status: str
     outcomes: list[Outcome]
@@ -81,3 +99,5 @@ class SandboxResult:
     wall_s: float = 0.0
     layers: tuple[str, ...] = ()
     exit_codes: list[int] = field(default_factory=list)
+    signal: int | None = None
+    setup_line: int | None = None

@@ -13,10 +13,11 @@ import shutil
 import signal
 import tempfile
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from attribution.execution.sandbox.child import child_main
-from attribution.execution.sandbox.framing import parse_frames, read_msg, write_all, write_msg
+from attribution.execution.sandbox.child import child_main, cpu_hard_limit
+from attribution.execution.sandbox.framing import ResultArea, read_msg, write_all, write_msg
 from attribution.execution.sandbox.linux import (
     CLONE_NEWNET,
     CLONE_NEWPID,
@@ -30,6 +31,29 @@ from attribution.execution.sandbox.linux import (
     unshare,
 )
 from attribution.execution.sandbox.records import Outcome, Program, SandboxLimits, SandboxResult
+
+# Seconds past an input's wall limit before the worker kills the child (its own wall timer,
+# at the limit, normally ends the input first).
+KILL_GRACE_S = 1.0
+_MEMORY_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGKILL)
+
+
+@dataclass
+class _ChildEnd:
+    """How one child ended, and what it reported."""
+
+    ended: str = "exited"  # or "timeout" (the worker's wall deadline), "output_limit"
+    code: int = 0  # os.waitstatus_to_exitcode: -N for signal N
+    cpu_s: float = 0.0
+    max_rss: int = 0
+    stdout: bytes = b""
+    msgs: list[tuple[Any, ...]] = field(default_factory=list)
+    current: int = -2  # the input the child marked last
+    overflow: bool = False
+
+    @property
+    def signal(self) -> int | None:
+        return -self.code if self.code < 0 else None
 
 
 def _vm_size() -> int:
@@ -72,92 +96,115 @@ class Worker:
         if os.geteuid() == 0 and mounts != "blocked":
             self.uid = limits.uid_base + index
             self.layers += ["unprivileged_uid", "nproc"]
+        # Created before any child, so every child inherits it and its pages count once.
+        self.area = ResultArea(limits.result_bytes)
         self.as_base = _vm_size()
 
     # -- one child ---------------------------------------------------------------------------
 
     def _spawn(self, prog: Program, index: int, workdir: str, stdin_data: bytes | None) -> Any:
-        res_r, res_w = os.pipe()
         out_r, out_w = os.pipe() if prog.mode == "stdin" else (-1, -1)
         in_fd = -1
         if stdin_data is not None:
             in_fd = os.memfd_create("stdin")
             write_all(in_fd, stdin_data)
             os.lseek(in_fd, 0, os.SEEK_SET)
+        self.area.reset()
         pid = os.fork()
         if pid == 0:
             child_main(
-                prog, index, self.limits, workdir, self.uid, res_w, in_fd, out_w, self.as_base
+                prog, index, self.limits, workdir, self.uid, self.area, in_fd, out_w, self.as_base
             )
-        for fd in (res_w, out_w, in_fd):
+        for fd in (out_w, in_fd):
             if fd >= 0:
                 os.close(fd)
-        return pid, res_r, out_r
+        return pid, out_r
+
+    def _input_deadline(self, prog: Program, index: int, spawned: float) -> float:
+        """When the input the child is running (as it marked it) must have ended: its wall
+        limit plus a grace. Catches what the child's own timers cannot interrupt, such as a
+        long C-level call waiting on something; the marks are untrusted, so the program's
+        overall deadline still applies."""
+        current, started = self.area.position()
+        if current == -2 or not spawned <= started < spawned + 1e6:
+            current, started = (-1 if prog.mode != "stdin" else index), spawned
+        if current == -1:
+            limit = prog.setup_cpu_s
+        elif 0 <= current < len(prog.cpu_limits):
+            limit = prog.cpu_limits[current]
+        else:
+            return float("inf")
+        return started + limit * self.limits.wall_factor + self.limits.wall_margin_s + KILL_GRACE_S
 
     def _run_child(
         self, prog: Program, index: int, stdin_data: bytes | None, wall_s: float
-    ) -> tuple[str, bytes, bytes, int]:
-        """Run one child; return (how it ended, result bytes, stdout bytes, exit code)."""
+    ) -> _ChildEnd:
+        """Run one child until it exits or a limit ends it; kill its whole tree."""
         workdir = tempfile.mkdtemp(dir=self.root)
         if self.uid is not None:
             os.chown(workdir, self.uid, self.uid)
         os.chmod(workdir, 0o700)
-        c2, res_r, out_r = self._spawn(prog, index, workdir, stdin_data)
-        ended = "exited"
-        res_buf, out_buf = bytearray(), bytearray()
-        exit_code = -1
+        spawned = time.monotonic()
+        c2, out_r = self._spawn(prog, index, workdir, stdin_data)
+        end = _ChildEnd()
+        out_buf = bytearray()
         try:
             pidfd = os.pidfd_open(c2)
-            streams = {res_r: res_buf}
-            if out_r >= 0:
-                streams[out_r] = out_buf
-            caps = {res_r: self.limits.result_bytes, out_r: self.limits.stdout_bytes}
-            deadline = time.monotonic() + wall_s
+            streams = [out_r] if out_r >= 0 else []
+            deadline = spawned + wall_s
             exited = False
-            grace_until = None
+            grace_until = float("inf")
             while streams or not exited:
                 now = time.monotonic()
-                if now >= deadline or (grace_until is not None and now >= grace_until):
-                    ended = "timeout" if not exited else ended
-                    break
-                wait = [*streams, pidfd] if not exited else list(streams)
-                limit_t = deadline if grace_until is None else min(deadline, grace_until)
-                ready, _, _ = select.select(wait, [], [], max(0.0, limit_t - now))
+                due = min(deadline, grace_until)
+                if not exited:
+                    due = min(due, self._input_deadline(prog, index, spawned))
+                if now >= due:
+                    # Read the mark again: the child may have moved on to a later input.
+                    if exited or now >= min(deadline, self._input_deadline(prog, index, spawned)):
+                        end.ended = "timeout" if not exited else end.ended
+                        break
+                    continue
+                wait = [*streams, pidfd] if not exited else streams
+                ready, _, _ = select.select(wait, [], [], due - now)
                 for fd in ready:
                     if fd == pidfd:
                         exited = True
-                        # Without a PID namespace a grandchild may hold the pipes open.
+                        # Without a PID namespace a grandchild may hold the pipe open.
                         grace_until = time.monotonic() + 0.5
                         continue
                     chunk = os.read(fd, 1 << 16)
                     if not chunk:
-                        del streams[fd]
+                        streams.remove(fd)
                         continue
-                    streams[fd] += chunk
-                    if len(streams[fd]) > caps[fd]:
-                        ended = "output_limit"
+                    out_buf += chunk
+                    if len(out_buf) > self.limits.stdout_bytes:
+                        end.ended = "output_limit"
                         streams.clear()
                         break
-                if ended == "output_limit":
+                if end.ended == "output_limit":
                     break
-            exit_code = self._kill_tree(c2)
+            self._kill_tree(c2, end)
             os.close(pidfd)
         finally:
-            for fd in (res_r, out_r):
-                if fd >= 0:
-                    os.close(fd)
+            if out_r >= 0:
+                os.close(out_r)
             self._kill_uid()
             self._reap()
             shutil.rmtree(workdir, ignore_errors=True)
-        return ended, bytes(res_buf), bytes(out_buf), exit_code
+        end.stdout = bytes(out_buf)
+        end.msgs, end.current, end.overflow = self.area.snapshot()
+        return end
 
-    def _kill_tree(self, c2: int) -> int:
-        """Kill the program and everything it started; return the program's exit code."""
+    def _kill_tree(self, c2: int, end: _ChildEnd) -> None:
+        """Kill the program and everything it started; record how the program itself ended."""
         for target in (c2, -c2):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(target, signal.SIGKILL)
-        _, status = os.waitpid(c2, 0)
-        code = os.waitstatus_to_exitcode(status)
+        _, status, usage = os.wait4(c2, 0)
+        end.code = os.waitstatus_to_exitcode(status)
+        end.cpu_s = usage.ru_utime + usage.ru_stime
+        end.max_rss = usage.ru_maxrss * 1024
         if self.pidns:
             # The worker is PID 1 of its namespace: kill(-1) reaches every other process in it,
             # i.e. everything the program spawned, setsid daemons included.
@@ -173,7 +220,6 @@ class Worker:
                     break
                 if pid == 0:
                     time.sleep(0.001)
-        return code
 
     def _kill_uid(self) -> None:
         """Without a PID namespace, kill whatever still runs under the sandbox uid."""
@@ -206,64 +252,128 @@ class Worker:
 
     def run(self, prog: Program) -> SandboxResult:
         start = time.monotonic()
-        n = len(prog.inputs)
-        outcomes = [Outcome("not_run") for _ in range(n)]
-        lim = self.limits
+        outcomes = [Outcome("not_run") for _ in prog.inputs]
         if prog.mode == "stdin":
-            result = SandboxResult("ok", outcomes, layers=tuple(self.layers))
-            for i, inp in enumerate(prog.inputs):
-                data = inp.encode("utf-8", "surrogateescape") if isinstance(inp, str) else inp
-                wall = prog.cpu_limits[i] * lim.wall_factor + lim.wall_margin_s + 1.0
-                ended, res, out, code = self._run_child(prog, i, data, wall)
-                result.exit_codes.append(code)
-                msgs = parse_frames(res)
-                setup = next((m for m in msgs if m[0] == "setup"), None)
-                if setup is not None and not setup[1]:
-                    result.status, result.error = "setup_error", str(setup[2])
-                    break
-                got = next((m for m in msgs if m[0] == "in" and m[1] == i), None)
-                if ended == "output_limit":
-                    outcomes[i] = Outcome("error", error="output_limit")
-                elif ended == "timeout" or (got is not None and got[2] == "timeout"):
-                    outcomes[i] = Outcome("timeout")
-                elif got is None or code != 0:
-                    outcomes[i] = Outcome("error", error=f"crashed (exit {code})")
-                elif got[2] != "ok":
-                    outcomes[i] = Outcome(str(got[2]), error=str(got[5]), cpu_s=float(got[4]))
-                else:
-                    text = out.decode("utf-8", "replace")
-                    outcomes[i] = Outcome("ok", value=text, cpu_s=float(got[4]))
-            result.wall_s = time.monotonic() - start
-            return result
+            result = self._run_stdin(prog, outcomes)
+        else:
+            result = self._run_call(prog, outcomes)
+        result.wall_s = time.monotonic() - start
+        result.layers = tuple(self.layers)
+        return result
 
+    def _run_stdin(self, prog: Program, outcomes: list[Outcome]) -> SandboxResult:
+        """One child per input: what it writes to stdout is the input's value."""
+        lim = self.limits
+        result = SandboxResult("ok", outcomes)
+        for i, inp in enumerate(prog.inputs):
+            data = inp.encode("utf-8", "surrogateescape") if isinstance(inp, str) else inp
+            wall = prog.cpu_limits[i] * lim.wall_factor + lim.wall_margin_s + KILL_GRACE_S
+            end = self._run_child(prog, i, data, wall)
+            result.exit_codes.append(end.code)
+            setup = next((m for m in end.msgs if m[0] == "setup"), None)
+            if setup is not None and not setup[1]:
+                result.status, result.error, result.setup_line = "setup_error", setup[2], setup[3]
+                result.signal = end.signal
+                break
+            got = next((m for m in end.msgs if m[0] == "in" and m[1] == i), None)
+            cut = self._cut_short(prog, i, end)
+            if cut is not None:
+                outcomes[i] = cut
+            elif got is None or end.code != 0:
+                outcomes[i] = self._crash_outcome(end)
+            elif got[2] != "ok":
+                outcomes[i] = _outcome(got)
+            else:
+                text = end.stdout.decode("utf-8", "replace")
+                outcomes[i] = Outcome("ok", value=text, cpu_s=got[4])
+            result.signal = end.signal
+        return result
+
+    def _run_call(self, prog: Program, outcomes: list[Outcome]) -> SandboxResult:
+        """One child for all inputs (call and eval modes)."""
+        lim, n = self.limits, len(prog.inputs)
         wall = (
             (sum(prog.cpu_limits) + prog.setup_cpu_s) * lim.wall_factor
             + lim.wall_margin_s * (n + 1)
-            + 1.0
+            + KILL_GRACE_S
         )
-        ended, res, _, code = self._run_child(prog, 0, None, wall)
-        msgs = parse_frames(res)
-        status, error = "crashed", ""
-        for m in msgs:
-            if m[0] == "setup" and not m[1]:
-                status, error = "setup_error", str(m[2])
-            elif m[0] == "in" and isinstance(m[1], int) and 0 <= m[1] < n:
-                st = m[2] if m[2] in ("ok", "error", "timeout", "unencodable") else "error"
-                outcomes[m[1]] = Outcome(st, m[3] if st == "ok" else None, str(m[5]), float(m[4]))
-            elif m[0] == "end" and status != "setup_error":
-                status = "ok"
-        if ended in ("timeout", "output_limit"):
-            status = ended
-            first = next((i for i, o in enumerate(outcomes) if o.status == "not_run"), None)
-            if first is not None and ended == "timeout":
-                outcomes[first] = Outcome("timeout")
-        elif status == "ok" and code != 0:
-            status = "crashed"
-        if status == "crashed":
-            error = f"exit {code}"
-        return SandboxResult(
-            status, outcomes, error, time.monotonic() - start, tuple(self.layers), [code]
-        )
+        end = self._run_child(prog, 0, None, wall)
+        result = SandboxResult("crashed", outcomes, exit_codes=[end.code], signal=end.signal)
+        setup_ok: bool | None = None
+        finished = False
+        for m in end.msgs:
+            if m[0] == "setup":
+                setup_ok = m[1]
+                if not m[1]:
+                    result.error, result.setup_line = m[2], m[3]
+            elif m[0] == "in" and 0 <= m[1] < n:
+                outcomes[m[1]] = _outcome(m)
+            elif m[0] == "end":
+                finished = True
+        running = end.current if 0 <= end.current < n else None
+        if running is not None and outcomes[running].status != "not_run":
+            running = None  # it ended between two inputs
+        cut = self._cut_short(prog, end.current, end)
+        if setup_ok is False:
+            result.status = "setup_error"
+        elif cut is not None and setup_ok is None:
+            result.status = "output_limit" if cut.limit == "output" else "setup_error"
+            result.error = "" if cut.limit == "output" else "timeout"
+        elif cut is not None:
+            result.status = "output_limit" if cut.limit == "output" else "timeout"
+            if running is not None:
+                outcomes[running] = cut
+        elif finished and end.code == 0:
+            result.status = "ok"
+        else:
+            result.error = describe_exit(end.code)
+            if running is not None:
+                outcomes[running] = self._crash_outcome(end)
+        return result
+
+    def _cut_short(self, prog: Program, index: int, end: _ChildEnd) -> Outcome | None:
+        """The outcome of input ``index`` when a limit ended the child (None otherwise): the
+        worker's wall deadline, the CPU limit (SIGXCPU at the soft limit, SIGKILL at the hard
+        one) or the output caps."""
+        if end.ended == "output_limit" or end.overflow:
+            cap = self.limits.stdout_bytes if prog.mode == "stdin" else self.limits.result_bytes
+            return Outcome("error", message=f"output exceeds {cap} bytes", limit="output")
+        if end.ended == "timeout":
+            return Outcome("timeout", cpu_s=end.cpu_s, limit="wall")
+        hard = cpu_hard_limit(prog, index)
+        if end.signal == signal.SIGXCPU or (
+            end.signal == signal.SIGKILL and end.cpu_s >= hard - 0.5
+        ):
+            return Outcome("timeout", cpu_s=end.cpu_s, limit="cpu")
+        return None
+
+    def _crash_outcome(self, end: _ChildEnd) -> Outcome:
+        """The input during which the child died on its own (``os._exit``, a signal)."""
+        # A death by signal at a high peak is most likely the memory limit (an allocation the
+        # interpreter could not turn into MemoryError); the verdict is a failure either way.
+        memory = end.signal in _MEMORY_SIGNALS and end.max_rss >= self.limits.memory_bytes // 2
+        return Outcome("error", message=describe_exit(end.code), limit="memory" if memory else "")
+
+
+def _outcome(msg: tuple[Any, ...]) -> Outcome:
+    """An Outcome from a validated "in" message (see framing._valid_message)."""
+    _, _, status, value, cpu, error, line, message, limit = msg
+    if status not in ("ok", "error", "timeout", "unencodable"):
+        status = "error"
+    if limit not in ("", "cpu", "wall", "memory", "output"):
+        limit = ""
+    return Outcome(status, value if status == "ok" else None, error, cpu, line, message, limit)
+
+
+def describe_exit(code: int) -> str:
+    """A readable account of a wait status code (``os.waitstatus_to_exitcode``)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown"
+        return f"killed by signal {-code} ({name})"
+    return f"exited with status {code}" + (" before finishing" if code == 0 else "")
 
 
 def worker_main(argv: list[str]) -> int:
