@@ -78,9 +78,7 @@ def scored(tmp_path_factory):
     samples = pd.DataFrame(
         {"task_id": "T/0", "sample": range(len(names)), "completion": completions}
     )
-    frame = execute_samples(
-        "humanevalplus", _tasks(), samples, tmp / "ex.parquet", workers=2, reference_cache=False
-    )
+    frame = execute_samples("humanevalplus", _tasks(), samples, tmp / "ex.parquet", workers=2)
     return dict(zip(names, frame.sort_values("sample").to_dict(orient="records"), strict=True))
 
 

@@ -131,9 +131,14 @@ def prompt_context(task: HumanEvalPlusTask, completion: str) -> str:
     the entry point's definition and the names the completion defines itself (HumanEval/10,
     32, 38 and 50 define helpers in the prompt that the solution calls). A prompt that does not
     parse contributes its import lines only."""
-    try:
-        tree = ast.parse(task.prompt)
-    except SyntaxError:
+    tree = None
+    for text in (task.prompt, task.prompt + "\n    pass\n"):  # a header without docstring
+        try:
+            tree = ast.parse(text)
+            break
+        except SyntaxError:
+            continue
+    if tree is None:
         lines = task.prompt.splitlines()
         return "\n".join(ln for ln in lines if ln.startswith(("import ", "from ")))
     redefined = _defined_names(completion) | {task.entry_point}

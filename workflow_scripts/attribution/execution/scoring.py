@@ -78,10 +78,9 @@ def score_executions(
 
 
 def _apps_metrics(frame: pd.DataFrame, ks: list[int] | None) -> dict[str, Any]:
-    official = frame["passed_official"].astype(bool)
-    strict = frame["passed_strict"].astype(bool)
-    modes = sorted(set(frame["comparison"].astype(str)))
-    out: dict[str, Any] = {"comparison": "+".join(modes)}
+    out: dict[str, Any] = {}
+    if "comparison" in frame.columns:
+        out["comparison"] = "+".join(sorted(set(frame["comparison"].astype(str))))
     out.update(_block(frame, "passed", ks))
     out.update(_apps_stats(frame, "passed", "tests_passed"))
     out["by_difficulty"] = {}
@@ -89,12 +88,15 @@ def _apps_metrics(frame: pd.DataFrame, ks: list[int] | None) -> dict[str, Any]:
         block = _block(part, "passed", ks)
         block.pop("per_task")
         out["by_difficulty"][str(diff)] = {**block, **_apps_stats(part, "passed", "tests_passed")}
+    if not {f"passed_{m}" for m in APPS_COMPARISONS} <= set(frame.columns):
+        return out  # executions written before both verdicts were recorded
     out["by_comparison"] = {}
     for name in APPS_COMPARISONS:
         block = _block(frame, f"passed_{name}", ks)
         block.pop("per_task")
         stats = _apps_stats(frame, f"passed_{name}", f"tests_passed_{name}")
         out["by_comparison"][name] = {**block, **stats}
+    official, strict = frame["passed_official"].astype(bool), frame["passed_strict"].astype(bool)
     out["lenient_passes"] = int((official & ~strict).sum())
     return out
 

@@ -105,16 +105,25 @@ def input_failure(
     if st == "ok":
         return None
     if st == "timeout":
-        kind = "wall-clock" if outcome.limit == "wall" else "CPU"
-        return Failure(TIMEOUT, f"timeout ({kind} limit {cpu_limit:g} s)", "timeout")
+        if outcome.limit == "wall":
+            what = f"timeout (wall-clock limit, for a CPU limit of {cpu_limit:g} s)"
+        else:
+            what = f"timeout (CPU limit {cpu_limit:g} s)"
+        return Failure(TIMEOUT, what, "timeout")
     if st == "unencodable":
         return Failure(WRONG_ANSWER, f"{wrong}: the value cannot be compared ({outcome.error})")
     if st == "error":
         if outcome.limit == "memory":
-            return Failure(MEMORY_LIMIT, "memory limit exceeded", outcome.error or "MemoryError")
+            how = f" ({_clip(outcome.message)})" if outcome.message and not outcome.error else ""
+            return Failure(MEMORY_LIMIT, f"memory limit exceeded{how}", "memory_limit")
         if outcome.limit == "output":
-            return Failure(OUTPUT_LIMIT, "output limit exceeded", "output_limit")
-        text = f"{outcome.error or 'an exception'}{_at_line(outcome.line, where)}"
+            return Failure(OUTPUT_LIMIT, f"output limit exceeded ({outcome.message})", "output")
+        if not outcome.error:  # the process died during this input; the message says how
+            how = _clip(outcome.message) or "ended without a result"
+            if how.startswith("killed by signal"):
+                return Failure(KILLED, how, "killed")
+            return Failure(RUNTIME_ERROR, f"the program {how}", "exited")
+        text = f"{outcome.error}{_at_line(outcome.line, where)}"
         if outcome.message:
             text += f": {_clip(outcome.message)}"
         return Failure(RUNTIME_ERROR, f"runtime error: {text}", outcome.error)
@@ -122,28 +131,27 @@ def input_failure(
 
 
 def process_failure(result: SandboxResult) -> Failure:
-    """Why a program stopped before an input ran (the input's outcome is ``not_run``)."""
+    """Why a program stopped before an input ran (the input's outcome is ``not_run`` and no
+    earlier input says why)."""
     if result.status == "timeout":
-        return Failure(TIMEOUT, "timeout (wall-clock limit of the whole program)", "timeout")
+        return Failure(TIMEOUT, "timeout (the program's limit)", "timeout")
     if result.status == "output_limit":
-        return Failure(OUTPUT_LIMIT, "output limit exceeded", "output_limit")
+        return Failure(OUTPUT_LIMIT, "output limit exceeded", "output")
     if result.status == "sandbox_error":
         return Failure(SANDBOX_ERROR, f"sandbox error: {_clip(result.error)}", "sandbox_error")
     if result.signal is not None:
         return Failure(KILLED, f"killed by {signal_name(result.signal)}", "killed")
-    detail = _clip(result.error) if result.error else "without reporting a result"
-    return Failure(RUNTIME_ERROR, f"the program exited early ({detail})", "exited")
+    detail = _clip(result.error) if result.error else "ended without reporting a result"
+    return Failure(RUNTIME_ERROR, f"the program {detail}", "exited")
 
 
 def setup_failure(result: SandboxResult, where: LineMap) -> Failure:
     """The program could not even be set up (syntax error, an exception at import time, no
     entry point)."""
-    if result.setup_line is not None:
-        text = f"{result.error or 'error'}{_at_line(result.setup_line, where)}"
-    else:
-        text = result.error or "error"
-    status = TIMEOUT if result.error == "timeout" else SETUP_ERROR
-    return Failure(status, f"setup error: {_clip(text)}", result.error)
+    if result.error == "timeout":
+        return Failure(TIMEOUT, "timeout while defining the program (before any input)", "timeout")
+    text = f"{result.error or 'an error'}{_at_line(result.setup_line, where)}"
+    return Failure(SETUP_ERROR, f"setup error: {_clip(text)}", result.error)
 
 
 @dataclass(frozen=True)
