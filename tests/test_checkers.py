@@ -18,8 +18,8 @@ from attribution.execution.apps import (
 )
 from attribution.execution.cruxeval import extract_answer, official_skip
 from attribution.execution.engine import execute_samples
-from attribution.execution.scoring import score_executions
 from attribution.execution.humanevalplus import output_matches, program_source
+from attribution.execution.scoring import score_executions
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,8 +9,8 @@ import pytest
 
 from attribution.data.loaders import load_dataset_file
 from attribution.execution.engine import execute_samples
-from attribution.execution.scoring import score_executions
 from attribution.execution.passk import pass_at_k_table
+from attribution.execution.scoring import score_executions
 
 pytestmark = [pytest.mark.shared, pytest.mark.timeout(600)]
 

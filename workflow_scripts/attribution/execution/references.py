@@ -11,7 +11,8 @@ does not match the task is never used), ``recorded`` (inputs recorded from an or
 
 Values are stored as tagged JSON (``encode_value``): lists as arrays, every other container as a
 one-key object (``{"$tuple": [...]}``, ``{"$set": ...}``, ``{"$dict": [[k, v], ...]}``,
-``{"$bytes": base64}``, ``{"$complex": [re, im]}``, ``{"$float": "nan"}``), so that tuples stay
+``{"$bytes": base64}``, ``{"$complex": [re, im]}``, ``{"$float": "nan"}``, ``{"$int": hex}``
+for ints too long for JSON's decimal form), so that tuples stay
 tuples and sets stay sets. Reading it back builds plain values only: unlike a pickle, a file
 someone else wrote cannot run code when it is loaded.
 """
@@ -35,6 +36,7 @@ FORMAT_VERSION = 1
 COLUMNS = ("task_id", "key", "recorded", "expected", "cpu_s", "dataset_sha256", "code")
 _ATOMS = (type(None), bool, int, str)
 _PLAIN = {type(None), bool, int, str, float}
+_INT_BITS = 10_000  # about 3000 decimal digits; larger ints are stored in hex
 
 
 class ReferenceError(RuntimeError):
@@ -57,13 +59,15 @@ ReferenceTable = dict[str, Reference]  # by task_id
 def encode_value(value: Any) -> Any:
     """A plain Python value -> JSON-compatible data that keeps its exact type (module doc)."""
     t = type(value)
+    if t is int and value.bit_length() > _INT_BITS:
+        return {"$int": hex(value)}  # JSON's decimal form is capped at 4300 digits
     if t in _ATOMS:
         return value
     if t is float:
         return value if math.isfinite(value) else {"$float": repr(value)}
     if t is list:
         kinds = set(map(type, value))
-        if kinds <= _PLAIN and (float not in kinds or all(map(_finite, value))):
+        if kinds <= _PLAIN and (not kinds & {int, float} or all(map(_plain, value))):
             return value  # the common case (lists of numbers or strings): nothing to tag
         return [encode_value(v) for v in value]
     if t is tuple:
@@ -79,8 +83,12 @@ def encode_value(value: Any) -> Any:
     raise TypeError(f"cannot store a value of type {t.__module__}.{t.__qualname__}")
 
 
-def _finite(value: Any) -> bool:
-    return type(value) is not float or math.isfinite(value)
+def _plain(value: Any) -> bool:
+    """Stored as it is: no tag needed (finite floats, ints of a printable size)."""
+    t = type(value)
+    if t is float:
+        return math.isfinite(value)
+    return t is not int or value.bit_length() <= _INT_BITS
 
 
 def decode_value(data: Any) -> Any:
@@ -106,6 +114,8 @@ def decode_value(data: Any) -> Any:
         return base64.b64decode(body)
     if tag == "$complex":
         return complex(decode_value(body[0]), decode_value(body[1]))
+    if tag == "$int":
+        return int(body, 16)
     if tag == "$float" and body in ("nan", "inf", "-inf"):
         return float(body)
     raise ValueError(f"unknown value tag {tag!r}")
