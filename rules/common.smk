@@ -198,7 +198,7 @@ def benchmark_dataset_file(wildcards):
 
 
 # Benchmarks whose checker takes expected outputs and timings from a reference solution run
-# (rule references): HumanEval+ (evalplus' ground truth).
+# (the references job): HumanEval+ (evalplus' ground truth).
 REFERENCE_BENCHMARKS = ["humanevalplus"]
 
 

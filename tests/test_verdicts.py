@@ -107,7 +107,7 @@ def test_every_kind_of_failure_has_its_status_and_reason(tmp_path):
         "    return x + 1\n  bad indent\n",  # IndentationError at line 2 of the completion
         "    return x + 1\nundefined_name\n",  # NameError while defining, line 2
         "    return bytearray(1 << 40)\n",  # memory limit
-        "    return \"x\" * (80 << 20)\n",  # result above the result cap: output limit
+        '    return "x" * (80 << 20)\n',  # result above the result cap: output limit
     ]
     rows = _run(
         tmp_path,

@@ -10,7 +10,9 @@ Entry points (also used by the pipeline's ``references``, ``execute`` and ``scor
 
 Modules: ``sandbox`` (the one place untrusted code runs), ``checker`` (the ``Checker``
 protocol), ``humanevalplus`` / ``cruxeval`` / ``apps`` (the official checkers), ``verdicts``
-(statuses and reasons), ``references``, ``engine``, ``scoring``, ``passk``, ``cli``. Nothing is
+(statuses and reasons), ``options`` (limits and comparison settings), ``references`` (the
+file format) and ``reference_run`` (computing them), ``engine``, ``scoring``, ``passk``,
+``cli``. Nothing is
 imported here, so sandbox workers (which import ``attribution.execution.sandbox``) stay small
 and scoring never loads the execution engine.
 """

@@ -27,7 +27,7 @@ from typing import Any
 from attribution.data.records import CruxEvalTask
 from attribution.execution.checker import JSONValue, NoReferences
 from attribution.execution.sandbox import PRELOAD, Program, SandboxResult
-from attribution.execution.verdicts import PASS, WRONG_ANSWER, ColumnValue, Verdict, judge_inputs
+from attribution.execution.verdicts import WRONG_ANSWER, ColumnValue, Verdict, judge_inputs
 
 TIME_LIMIT = 3.0
 
@@ -140,7 +140,7 @@ class CruxEvalChecker(NoReferences):
             status, reason = WRONG_ANSWER, f"official rule: the prediction {rule} (not run)"
         return Verdict(
             passed=v.passed and not skip,
-            status=status if not (v.passed and not skip) else PASS,
+            status=status,
             reason=reason,
             error=v.error,
             details=json.dumps({"outcome": out.status}),

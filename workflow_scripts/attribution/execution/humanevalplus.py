@@ -147,7 +147,8 @@ def prompt_context(task: HumanEvalPlusTask, completion: str) -> str:
     for node in tree.body:
         if _statement_names(node) & redefined:
             continue
-        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+        decorated = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        first = min([node.lineno, *(d.lineno for d in (node.decorator_list if decorated else []))])
         kept.append("\n".join(lines[first - 1 : node.end_lineno]))
     return "\n\n".join(kept)
 
