@@ -11,7 +11,8 @@ Resume: results stream to shard files in ``.{out_path.name}.shards/`` as they ar
 checker settings such as limits and comparison mode, sandbox limits, reference outputs and
 timings). A rerun after a kill reuses the finished rows only when the fingerprint is the same
 and the sample's completion is unchanged; otherwise the shards are discarded. Reference outputs
-computed during a run are kept in the shard folder too, so a resumed run uses the same limits.
+computed during a run go to the references file given, or else to the shard folder, so that a
+resumed run uses the same limits.
 The final file is written atomically and the shards removed.
 """
 
@@ -326,10 +327,11 @@ def _resolve_references(
         )
     run_reference_programs(checker, task_ids, workers, limits)
     computed = checker.export_references()
-    shards.mkdir(parents=True, exist_ok=True)
-    write_references(computed, saved)
-    if path is not None:
+    if path is not None:  # a resumed run reads them back from there
         write_references({**table, **computed}, path)
+    else:  # kept with the shards, so that a resumed run uses the same limits
+        shards.mkdir(parents=True, exist_ok=True)
+        write_references(computed, saved)
 
 
 def _run_candidates(

@@ -148,7 +148,10 @@ def write_references(
         }
         for tid, ref in table.items()
     ]
-    return write_parquet(pd.DataFrame(rows, columns=list(COLUMNS)), path)
+    # Values can be large (HumanEval/130's plus outputs are 124 MB of JSON): no dictionary
+    # encoding (it makes reading 7x slower), zstd (half the size of snappy, faster to read).
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    return write_parquet(frame, path, compression="zstd", use_dictionary=False)
 
 
 def read_references(path: str | Path) -> ReferenceTable:

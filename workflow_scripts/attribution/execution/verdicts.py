@@ -111,7 +111,8 @@ def input_failure(
             what = f"timeout (CPU limit {cpu_limit:g} s)"
         return Failure(TIMEOUT, what, "timeout")
     if st == "unencodable":
-        return Failure(WRONG_ANSWER, f"{wrong}: the value cannot be compared ({outcome.error})")
+        kind = outcome.error or outcome.message or "an unknown type"
+        return Failure(WRONG_ANSWER, f"{wrong}: the value cannot be compared ({_clip(kind)})")
     if st == "error":
         if outcome.limit == "memory":
             how = f" ({_clip(outcome.message)})" if outcome.message and not outcome.error else ""
