@@ -50,8 +50,9 @@ from attribution.execution.verdicts import (
     UNKNOWN_TASK,
     ColumnValue,
 )
-from attribution.hashing import library_hash
+from attribution.hashing import code_hash
 from attribution.io import write_json, write_parquet
+from attribution.provenance import with_columns
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,8 @@ BASE_COLUMNS: dict[str, ColumnValue] = {
 SHARD_ROWS = 256
 SHARD_SECONDS = 30.0
 FINGERPRINT_VERSION = 1
-# The code a verdict depends on (the whole execution package, conservatively: a scoring-only
-# edit merely discards the shards of an interrupted run).
-EXECUTION_CODE = ("attribution/execution", "attribution/data/records.py", "attribution/io.py")
+# The code a verdict depends on: this module and its import closure (checkers, sandbox, ...).
+EXECUTION_CODE = "attribution/execution/engine.py"
 ReferencesArg = str | Path | ReferenceTable | None
 
 
@@ -124,7 +124,7 @@ def _precheck(samples: pd.DataFrame, task_ids: set[str]) -> list[tuple[int, str,
 
 def execution_code_hash() -> str:
     """Content hash of the code verdicts depend on (part of the shards' fingerprint)."""
-    return library_hash(EXECUTION_CODE)
+    return code_hash(EXECUTION_CODE)
 
 
 def execute_samples(
@@ -138,6 +138,7 @@ def execute_samples(
     checker_options: Mapping[str, JSONValue] | None = None,
     references: ReferencesArg = None,
     references_mode: Literal["update", "require"] = "update",
+    provenance: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Run every sample of ``samples`` (columns task_id, sample, completion; optional error) on
     the tasks of the normalized dataset frame ``tasks`` and write the executions Parquet.
@@ -149,7 +150,8 @@ def execute_samples(
     this run (``references_mode="update"``, and written back to the file when one was given)
     or are an error (``"require"``, the pipeline: the ``references`` rule made the file).
     Malformed samples get a status of their own (``malformed``, ``unknown_task``,
-    ``empty_completion``) and count as failures.
+    ``empty_completion``) and count as failures. ``provenance``: a record
+    (attribution.provenance) written as columns after the verdicts.
     """
     out_path = Path(out_path)
     missing = {"task_id", "sample", "completion"} - set(samples.columns)
@@ -165,7 +167,7 @@ def execute_samples(
     try:
         checker = make_checker(benchmark, tasks, checker_options)
         return _execute(checker, tasks, samples, out_path, pool, workers, limits, progress,
-                        references, references_mode)  # fmt: skip
+                        references, references_mode, provenance)  # fmt: skip
     finally:
         pool.close()
 
@@ -181,6 +183,7 @@ def _execute(
     progress: bool,
     references: ReferencesArg,
     references_mode: str,
+    provenance: dict[str, Any] | None,
 ) -> pd.DataFrame:
     samples = samples.reset_index(drop=True)
     known = set(checker.task_ids())
@@ -233,6 +236,8 @@ def _execute(
     frame = frame.sort_values(["_o", "task_id", "sample"], kind="stable").drop(columns="_o")
     frame = frame.reset_index(drop=True)
     frame["sample"] = frame["sample"].astype("int64")
+    if provenance is not None:
+        frame = with_columns(frame, provenance)
     write_parquet(frame, out_path)
     shutil.rmtree(shards, ignore_errors=True)
     return frame
