@@ -32,19 +32,37 @@ decoder), ``framing`` (messages over pipes), ``linux`` (namespaces, mounts, prct
 own), ``worker`` (forks and watches the children), ``pool`` (the engine side).
 """
 
-from attribution.execution.sandbox.pool import PRELOAD, SandboxPool, worker_environment
-from attribution.execution.sandbox.records import Outcome, Program, SandboxLimits, SandboxResult
+from attribution.execution.sandbox.isolation import ENV_NO_USERNS, missing_isolation
+from attribution.execution.sandbox.pool import (
+    PRELOAD,
+    SandboxIsolationWarning,
+    SandboxPool,
+    SandboxUnavailable,
+    worker_environment,
+)
+from attribution.execution.sandbox.records import (
+    ISOLATION_MODES,
+    Outcome,
+    Program,
+    SandboxLimits,
+    SandboxResult,
+)
 from attribution.execution.sandbox.values import Unencodable, decode_plain, to_plain
 
 __all__ = [
+    "ENV_NO_USERNS",
+    "ISOLATION_MODES",
     "PRELOAD",
     "Outcome",
     "Program",
+    "SandboxIsolationWarning",
     "SandboxLimits",
     "SandboxPool",
     "SandboxResult",
+    "SandboxUnavailable",
     "Unencodable",
     "decode_plain",
+    "missing_isolation",
     "to_plain",
     "worker_environment",
 ]

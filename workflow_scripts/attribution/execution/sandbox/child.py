@@ -16,6 +16,7 @@ shared area, and the worker marks the input that was running (``ResultArea.mark`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pickle
@@ -25,15 +26,29 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from attribution.execution.sandbox.framing import ResultArea
-from attribution.execution.sandbox.linux import PR_SET_NO_NEW_PRIVS, drop_capabilities, prctl
+from attribution.execution.sandbox.linux import (
+    CLONE_NEWNS,
+    MS_NODEV,
+    MS_NOSUID,
+    PR_SET_NO_NEW_PRIVS,
+    drop_capabilities,
+    install_seccomp,
+    landlock_restrict,
+    last_error,
+    mount,
+    prctl,
+    unshare,
+)
 from attribution.execution.sandbox.records import Program, SandboxLimits
 from attribution.execution.sandbox.values import Unencodable, to_plain
 
 SOURCE_NAME = "<solution>"  # the file name of the candidate's code objects (tracebacks, lines)
 MESSAGE_CHARS = 200
+ISOLATION_FAILED = 71  # exit status of a child whose own isolation failed (program not run)
 
 
 def cpu_hard_limit(prog: Program, index: int) -> int:
@@ -181,7 +196,6 @@ def _run_call_or_eval(prog: Program, report: _Report, limits: SandboxLimits) -> 
             return getattr(g[prog.instantiate](), prog.entry)
         return g[prog.entry]
 
-    report.start(-1, time.process_time(), prog.setup_cpu_s)
     wall = prog.setup_cpu_s * limits.wall_factor + limits.wall_margin_s
     target, exc = _timed(setup, prog.setup_cpu_s, wall)
     if exc is not None:
@@ -237,16 +251,48 @@ def _run_stdin(prog: Program, index: int, report: _Report, limits: SandboxLimits
     report.put(("end",))
 
 
+@dataclass(frozen=True)
+class ChildSetup:
+    """What the worker established for its children (see ``isolation.Isolation``)."""
+
+    workdir: str
+    uid: int | None  # root only: drop to this uid
+    as_base: int  # the worker's address space; the memory limit comes on top
+    private_tmp: bool  # mount a tmpfs of its own on /tmp (the workdir) in a mount namespace
+    ruleset_fd: int = -1  # Landlock ruleset to enforce (the fallback without namespaces)
+    seccomp: Any = None  # seccomp socket filter to install (same)
+
+
+class IsolationError(Exception):
+    """A step of the child's own isolation failed: the program must not run."""
+
+
+def _isolate(limits: SandboxLimits, setup: ChildSetup) -> None:
+    """The child's own isolation steps, in order; any failure raises IsolationError."""
+    if setup.private_tmp:
+        # A mount namespace of its own with a fresh tmpfs on /tmp: nothing a program writes
+        # is seen by the next one, and it all goes away with the child.
+        if not unshare(CLONE_NEWNS):
+            raise IsolationError(f"unshare(CLONE_NEWNS): {last_error()}")
+        owner = f",uid={setup.uid},gid={setup.uid}" if setup.uid is not None else ""
+        opts = f"mode=0700,size={limits.tmp_bytes},nr_inodes=4096{owner}"
+        if not mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts):
+            raise IsolationError(f"tmpfs on /tmp: {last_error()}")
+    if setup.ruleset_fd >= 0:
+        if not prctl(PR_SET_NO_NEW_PRIVS, 1) or not landlock_restrict(setup.ruleset_fd):
+            raise IsolationError(f"Landlock: {last_error()}")
+    os.closerange(3, 1 << 16)  # the engine pipes, the ruleset and all else the worker had
+    os.chdir(setup.workdir)
+
+
 def child_main(
     prog: Program,
     index: int,
     limits: SandboxLimits,
-    workdir: str,
-    uid: int | None,
+    setup: ChildSetup,
     area: ResultArea,
     stdin_fd: int,
     stdout_fd: int,
-    as_base: int,
 ) -> None:
     """Isolate, then run the program. Never returns."""
     code = 0
@@ -256,26 +302,30 @@ def child_main(
         os.dup2(stdin_fd if stdin_fd >= 0 else devnull, 0)
         os.dup2(stdout_fd if stdout_fd >= 0 else devnull, 1)
         os.dup2(devnull, 2)
-        os.closerange(3, 1 << 16)  # the engine pipes and everything else the worker had
-        os.chdir(workdir)
+        _isolate(limits, setup)
         # The hard limit bounds the whole child (SIGKILL); each input lowers the soft one.
         cpu_hard = cpu_hard_limit(prog, index)
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_hard - 1, cpu_hard))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        mem = as_base + limits.memory_bytes
+        mem = setup.as_base + limits.memory_bytes
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.fsize_bytes, limits.fsize_bytes))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.nofile, limits.nofile))
-        if uid is not None:
+        if setup.uid is not None:
             os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
+            os.setresgid(setup.uid, setup.uid, setup.uid)
+            os.setresuid(setup.uid, setup.uid, setup.uid)
         # Inside a user namespace the worker holds every capability; the program holds none.
-        drop_capabilities()
+        if not drop_capabilities():
+            raise IsolationError(f"capset: {last_error()}")
         # After the uid change: root would ignore the limit; the new uid cannot raise it again.
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))
-        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        if not prctl(PR_SET_NO_NEW_PRIVS, 1):
+            raise IsolationError(f"no_new_privs: {last_error()}")
+        if setup.seccomp is not None and not install_seccomp(setup.seccomp):
+            raise IsolationError(f"seccomp: {last_error()}")
         os.environ.clear()
+        workdir = setup.workdir
         os.environ.update(
             {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
         )
@@ -286,10 +336,16 @@ def child_main(
         sys.argv = ["solution.py"]
         sys.setrecursionlimit(10_000)
         report = _Report(area, cpu_hard)
+        report.start(-1, time.process_time(), prog.setup_cpu_s)  # the program may run now
         if prog.mode == "stdin":
             _run_stdin(prog, index, report, limits)
         else:
             _run_call_or_eval(prog, report, limits)
+    except IsolationError as exc:
+        # Before any untrusted code ran: the worker reports a sandbox error, not a crash.
+        with contextlib.suppress(BaseException):
+            area.append(pickle.dumps(("isolation", str(exc)[:MESSAGE_CHARS])))
+        code = ISOLATION_FAILED
     except BaseException:  # noqa: BLE001 - the untrusted side may break anything; exit non-zero
         code = 70
     os._exit(code)

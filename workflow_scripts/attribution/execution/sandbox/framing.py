@@ -137,7 +137,7 @@ def parse_frames(data: bytes) -> list[tuple[Any, ...]]:
 
 
 def _valid_message(msg: Any) -> bool:
-    """Shapes: ("setup", ok, error, line, message), ("end",) and
+    """Shapes: ("setup", ok, error, line, message), ("end",), ("isolation", what failed) and
     ("in", index, status, value, cpu_s, error, line, message, limit)."""
     if not isinstance(msg, tuple) or not msg:
         return False
@@ -159,4 +159,6 @@ def _valid_message(msg: Any) -> bool:
             and (msg[3] is None or type(msg[3]) is int)
             and type(msg[4]) is str
         )
+    if kind == "isolation":
+        return len(msg) == 2 and type(msg[1]) is str
     return kind == "end" and len(msg) == 1
