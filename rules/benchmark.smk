@@ -35,6 +35,7 @@ rule execute:
         "results/{model}/{benchmark}/executions.parquet",
     params:
         code=CODE["execution"],
+        isolation=config["execution"]["isolation"],
     threads: config["execution"]["workers"]
     log:
         "logs/execute/{model}/{benchmark}.log",

@@ -15,6 +15,7 @@ frame = execute_samples(
     smk.output[0],
     workers=smk.threads,
     progress=False,
+    isolation=smk.params.isolation,
 )
 log.info(
     "%d executions %s -> %s", len(frame), frame["status"].value_counts().to_dict(), smk.output[0]

@@ -2,8 +2,9 @@
 
 One row per (model, benchmark, metric). Each row carries the dataset's content hash and the
 code version that produced it, so numbers from different dataset versions or code are never
-compared by accident, and the training step / tokens parsed from the model revision, so the
-checkpoint sweeps and figures can plot against them.
+compared by accident, the sandbox isolation layers its executions ran under, and the training
+step / tokens parsed from the model revision, so the checkpoint sweeps and figures can plot
+against them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ SUMMARY_COLUMNS = (
     "n",
     "tasks",
     "code_version",
+    "sandbox_layers",
 )
 PASS_AT = re.compile(r"^pass@(\d+)$")
 # Leaves of metrics.json that are scores (fractions in [0, 1]); counts and per-task blocks are not.
@@ -105,6 +107,8 @@ def summarize(
                 f"expected {run.benchmark!r}"
             )
         n = metrics.get("counts", {}).get("min_n")
+        # The sandbox's isolation layers in force for every executed sample (metrics.json).
+        layers = ",".join(metrics.get("sandbox", {}).get("layers", []))
         for metric, k, value, tasks in metric_rows(metrics):
             rows.append(
                 {
@@ -122,6 +126,7 @@ def summarize(
                     "n": n,
                     "tasks": tasks,
                     "code_version": code_version,
+                    "sandbox_layers": layers,
                 }
             )
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -129,6 +134,7 @@ def summarize(
         frame[column] = frame[column].astype("Int64")
     frame["training_tokens"] = frame["training_tokens"].astype("float64")
     frame["value"] = frame["value"].astype("float64")
-    for column in ("model", "model_entry", "revision", "benchmark", "dataset", "metric"):
+    for column in ("model", "model_entry", "revision", "benchmark", "dataset", "metric",
+                   "sandbox_layers"):  # fmt: skip
         frame[column] = frame[column].astype("string")
     return frame.sort_values(["model", "benchmark", "metric"], kind="stable").reset_index(drop=True)

@@ -32,7 +32,11 @@ decoder), ``framing`` (messages over pipes), ``linux`` (namespaces, mounts, prct
 own), ``worker`` (forks and watches the children), ``pool`` (the engine side).
 """
 
-from attribution.execution.sandbox.isolation import ENV_NO_USERNS, missing_isolation
+from attribution.execution.sandbox.isolation import (
+    ENV_NO_LANDLOCK,
+    ENV_NO_USERNS,
+    missing_isolation,
+)
 from attribution.execution.sandbox.pool import (
     PRELOAD,
     SandboxIsolationWarning,
@@ -50,6 +54,7 @@ from attribution.execution.sandbox.records import (
 from attribution.execution.sandbox.values import Unencodable, decode_plain, to_plain
 
 __all__ = [
+    "ENV_NO_LANDLOCK",
     "ENV_NO_USERNS",
     "ISOLATION_MODES",
     "PRELOAD",

@@ -35,6 +35,7 @@ from attribution.execution.sandbox import linux
 from attribution.execution.sandbox.linux import last_error
 
 ENV_NO_USERNS = "ATTRIBUTION_SANDBOX_NO_USERNS"
+ENV_NO_LANDLOCK = "ATTRIBUTION_SANDBOX_NO_LANDLOCK"
 
 # Always in force: resource limits, a fresh process per program, a private working directory,
 # an environment holding nothing but PATH/HOME/TMPDIR/LANG.
@@ -169,7 +170,7 @@ def _userns_hint() -> str:
     return ""
 
 
-def finish(iso: Isolation, index: int, uid_base: int, hide: list[str]) -> None:
+def finish(iso: Isolation, index: int, uid_base: int, hide: list[str], landlock: bool) -> None:
     """In the process that serves (PID 1 of the new namespace, if any): build the root view,
     or the Landlock/seccomp fallback; pick the children's uid (root only)."""
     if iso.netns:
@@ -193,13 +194,16 @@ def finish(iso: Isolation, index: int, uid_base: int, hide: list[str]) -> None:
         if blocked is None:
             iso.uid = uid_base + index
             iso.add("unprivileged_uid")
-            iso.add("nproc")
         else:
             iso.notes.append(f"children keep uid 0: the interpreter is under {blocked}")
     if not iso.root_view:
         iso.workroot = tempfile.mkdtemp(prefix=f"sandbox-w{index}-")
         os.chmod(iso.workroot, 0o711)
-        _fallback(iso, iso.workroot)
+        _fallback(iso, iso.workroot, landlock)
+    # Every child drops all capabilities, so the process limit holds, except for uid 0 of the
+    # initial user namespace, which the kernel exempts from it.
+    if os.geteuid() != 0 or iso.uid is not None or iso.userns:
+        iso.add("nproc")
 
 
 def _build_root(iso: Isolation, hide: list[str]) -> str:
@@ -305,10 +309,12 @@ def _build_dev(dev: str) -> bool:
     return linux.remount_readonly(dev)
 
 
-def _fallback(iso: Isolation, workroot: str) -> None:
+def _fallback(iso: Isolation, workroot: str, landlock: bool) -> None:
     """Without a root view: Landlock and seccomp, enforced by each child on itself."""
     reads = [d for d in SYSTEM_DIRS if os.path.isdir(d)] + interpreter_paths()
-    fd, abi = linux.landlock_ruleset(reads, [workroot], [f"/dev/{n}" for n in DEVICES])
+    fd, abi = -1, 0
+    if landlock:
+        fd, abi = linux.landlock_ruleset(reads, [workroot], [f"/dev/{n}" for n in DEVICES])
     if fd >= 0:
         iso.ruleset_fd = fd
         iso.add("landlock_fs")
@@ -316,10 +322,10 @@ def _fallback(iso: Isolation, workroot: str) -> None:
             iso.add("landlock_tcp")
         if abi >= 6:
             iso.add("landlock_signals")
+    elif not landlock:
+        iso.notes.append(f"Landlock not tried ({ENV_NO_LANDLOCK}=1)")
     else:
-        iso.notes.append(
-            f"Landlock unavailable (ABI {abi}: needs Linux >= 5.13 with landlock enabled)"
-        )
+        iso.notes.append(f"no Landlock (ABI {abi}: needs Linux >= 5.13 with Landlock enabled)")
     iso.seccomp = linux.socket_filter()
     if iso.seccomp is not None:
         iso.add("seccomp_net")

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 
 from attribution.execution.sandbox.framing import read_msg, write_msg
 from attribution.execution.sandbox.isolation import (
+    ENV_NO_LANDLOCK,
     ENV_NO_USERNS,
     credential_paths,
     missing_isolation,
@@ -62,6 +63,7 @@ def worker_options() -> WorkerOptions:
     project = os.path.dirname(_library_root())
     return WorkerOptions(
         namespaces=os.environ.get(ENV_NO_USERNS, "") != "1",
+        landlock=os.environ.get(ENV_NO_LANDLOCK, "") != "1",
         hide=tuple(credential_paths(os.environ, os.getcwd(), project)),
     )
 

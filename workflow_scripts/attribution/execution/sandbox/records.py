@@ -34,11 +34,13 @@ class SandboxLimits:
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    """Settings a pool sends its workers: whether to try namespaces (the environment switch
-    ATTRIBUTION_SANDBOX_NO_USERNS=1 turns them off, as on a cluster that forbids them) and the
-    credential locations to keep out of reach (computed by the engine, which knows them)."""
+    """Settings a pool sends its workers: whether to try namespaces and Landlock (environment
+    switches turn them off, to test the paths of machines that forbid them:
+    ATTRIBUTION_SANDBOX_NO_USERNS=1, ATTRIBUTION_SANDBOX_NO_LANDLOCK=1) and the credential
+    locations to keep out of reach (computed by the engine, which knows them)."""
 
     namespaces: bool = True
+    landlock: bool = True
     hide: tuple[str, ...] = ()
 
 

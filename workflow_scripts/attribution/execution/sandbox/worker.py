@@ -431,7 +431,7 @@ def worker_main(argv: list[str]) -> int:
     # child, so every child inherits it, and the memory limit comes on top of it.
     area = ResultArea(limits.result_bytes)
     as_base = _vm_size()
-    finish(iso, index, limits.uid_base, list(options.hide))
+    finish(iso, index, limits.uid_base, list(options.hide), options.landlock)
     worker = Worker(limits, iso, area, as_base)
     write_msg(out_fd, ("ready", tuple(worker.layers), worker.root, tuple(iso.notes)))
     try:
