@@ -6,6 +6,8 @@ summary. The environment switches make a machine look like one that forbids user
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 
 import pandas as pd
@@ -139,3 +141,32 @@ def test_cli_isolation_flag(tmp_path, nothing_available, capsys, monkeypatch):
     assert "execution.isolation: best_effort" in capsys.readouterr().err
     with pytest.warns(SandboxIsolationWarning):
         assert cli.main([*args, "--isolation", "best_effort"]) == 0
+
+
+def test_without_landlock_seccomp_refuses_sockets_and_signals(nothing_available):
+    """Kernels without Landlock's signal scope: seccomp refuses every signal and socket."""
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    src = (
+        "import os, signal, socket\n"
+        "def f(pid):\n"
+        "    out = []\n"
+        "    for act in (lambda: os.kill(pid, signal.SIGKILL), lambda: socket.socket()):\n"
+        "        try:\n"
+        "            act()\n"
+        "            out.append('done')\n"
+        "        except OSError as exc:\n"
+        "            out.append(type(exc).__name__)\n"
+        "    return out\n"
+    )
+    try:
+        with (
+            pytest.warns(SandboxIsolationWarning),
+            SandboxPool(1, SandboxLimits(isolation="best_effort")) as pool,
+        ):
+            assert {"seccomp_net", "seccomp_signals"} <= set(pool.layers)
+            res = pool.run(Program("call", src, ([decoy.pid],), (1.0,), entry="f"))
+        assert res.outcomes[0].value == ["PermissionError", "PermissionError"]
+        assert decoy.poll() is None
+    finally:
+        decoy.kill()
+        decoy.wait()

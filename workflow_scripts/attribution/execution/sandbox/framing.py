@@ -65,7 +65,14 @@ class ResultArea:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.mm = mmap.mmap(-1, self._HEAD.size + size, flags=mmap.MAP_SHARED)
+        # Backed by a memfd, not anonymous: a shared file mapping is not charged against the
+        # commit limit up front (clusters running vm.overcommit_memory=2), only pages written.
+        fd = os.memfd_create("sandbox-results", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, self._HEAD.size + size)
+            self.mm = mmap.mmap(fd, self._HEAD.size + size, flags=mmap.MAP_SHARED)
+        finally:
+            os.close(fd)
         self.committed = 0  # child side: bytes this child has appended
 
     # -- worker side --------------------------------------------------------------------------

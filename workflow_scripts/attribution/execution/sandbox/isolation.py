@@ -326,8 +326,12 @@ def _fallback(iso: Isolation, workroot: str, landlock: bool) -> None:
         iso.notes.append(f"Landlock not tried ({ENV_NO_LANDLOCK}=1)")
     else:
         iso.notes.append(f"no Landlock (ABI {abi}: needs Linux >= 5.13 with Landlock enabled)")
-    iso.seccomp = linux.socket_filter()
+    # Without Landlock's signal scope (Linux < 6.12), seccomp refuses sending signals at all.
+    signals = "landlock_signals" not in iso.layers
+    iso.seccomp = linux.socket_filter(signals=signals)
     if iso.seccomp is not None:
         iso.add("seccomp_net")
+        if signals:
+            iso.add("seccomp_signals")
     else:
         iso.notes.append("seccomp socket filter: unknown architecture")

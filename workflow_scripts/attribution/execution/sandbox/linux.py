@@ -39,6 +39,11 @@ _SYS = {
     "x86_64": {"pivot_root": 155, "socket": 41},
     "aarch64": {"pivot_root": 41, "socket": 198},
 }.get(_ARCH, {})
+# kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_send_signal
+_SYS_SIGNALS = {
+    "x86_64": (62, 200, 234, 129, 297, 424),
+    "aarch64": (129, 130, 131, 138, 240, 424),
+}.get(_ARCH, ())
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(_ARCH)
 _SYS_IO_URING_SETUP = 425  # same on both
 _SYS_LANDLOCK = (444, 445, 446)  # create_ruleset, add_rule, restrict_self (both)
@@ -218,14 +223,16 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def socket_filter() -> ctypes.Array[Any] | None:
+def socket_filter(signals: bool = False) -> ctypes.Array[Any] | None:
     """A seccomp program that fails socket() (every family: network, and unix sockets that
     could reach the user's agents) and io_uring_setup() (which can open sockets) with EACCES,
-    kills the process on a foreign architecture or x32 call, and allows everything else.
-    ``socketpair()`` stays allowed. None on an architecture this module does not know."""
+    with ``signals`` also every system call that sends a signal (for kernels whose Landlock
+    cannot confine signals), kills the process on a foreign architecture or x32 call, and
+    allows everything else. ``socketpair()`` stays allowed. None on an unknown architecture."""
     if _AUDIT_ARCH is None or "socket" not in _SYS:
         return None
     deny = _RET_ERRNO | errno.EACCES
+    refused = [_SYS["socket"], _SYS_IO_URING_SETUP, *(_SYS_SIGNALS if signals else ())]
     prog = [
         (_BPF_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
         (_BPF_JEQ_K, 1, 0, _AUDIT_ARCH),
@@ -233,12 +240,10 @@ def socket_filter() -> ctypes.Array[Any] | None:
         (_BPF_LD_W_ABS, 0, 0, 0),  # seccomp_data.nr
         (_BPF_JGE_K, 0, 1, 0x40000000),  # x32 ABI (x86_64): refuse
         (_BPF_RET_K, 0, 0, deny),
-        (_BPF_JEQ_K, 0, 1, _SYS["socket"]),
-        (_BPF_RET_K, 0, 0, deny),
-        (_BPF_JEQ_K, 0, 1, _SYS_IO_URING_SETUP),
-        (_BPF_RET_K, 0, 0, deny),
-        (_BPF_RET_K, 0, 0, _RET_ALLOW),
     ]
+    for nr in refused:
+        prog += [(_BPF_JEQ_K, 0, 1, nr), (_BPF_RET_K, 0, 0, deny)]
+    prog.append((_BPF_RET_K, 0, 0, _RET_ALLOW))
     data = b"".join(struct.pack("<HBBI", *ins) for ins in prog)
     return ctypes.create_string_buffer(data, len(data))
 
