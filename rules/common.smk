@@ -58,7 +58,13 @@ CODE = {
         + ["attribution/execution/sandbox"]
         + ["attribution/data/records.py", "attribution/io.py"]
     ),
-    "score": library_hash(["attribution/execution/engine.py", "attribution/execution/passk.py"]),
+    "score": library_hash(
+        [
+            "attribution/execution/engine.py",
+            "attribution/execution/passk.py",
+            "attribution/execution/sandbox/isolation.py",  # the metrics' sandbox block
+        ]
+    ),
     "summary": library_hash(["attribution/summary.py", "attribution/config.py", "attribution/io.py"]),
     "finetune": library_hash(
         ["attribution/finetune", "attribution/data", "attribution/models", "attribution/io.py"]

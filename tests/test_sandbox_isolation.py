@@ -24,6 +24,7 @@ from attribution.execution.sandbox import (
     SandboxLimits,
     SandboxPool,
     SandboxUnavailable,
+    layers_in_force,
     missing_isolation,
 )
 from attribution.execution.sandbox.linux import landlock_abi
@@ -102,17 +103,18 @@ def _tasks() -> pd.DataFrame:
 SAMPLES = pd.DataFrame({"task_id": ["T/0"], "sample": [0], "completion": ["    return a + b\n"]})
 
 
-def test_engine_passes_isolation_and_records_the_layers(tmp_path, nothing_available):
+def test_engine_passes_isolation_and_records_the_layers(tmp_path, nothing_available, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # any reference cache
     out = tmp_path / "ex.parquet"
     with pytest.raises(SandboxUnavailable):
-        execute_samples("humanevalplus", _tasks(), SAMPLES, out, reference_cache=False)
+        execute_samples("humanevalplus", _tasks(), SAMPLES, out, limits=SandboxLimits())
     assert not out.exists()
     with pytest.warns(SandboxIsolationWarning):
-        frame = execute_samples(
-            "humanevalplus", _tasks(), SAMPLES, out, reference_cache=False, isolation="best_effort"
-        )
+        limits = SandboxLimits(isolation="best_effort")
+        frame = execute_samples("humanevalplus", _tasks(), SAMPLES, out, limits=limits)
     assert bool(frame["passed"].iat[0])
     metrics = score_executions("humanevalplus", frame)
+    metrics["sandbox"] = layers_in_force(frame["layers"])  # as the score rule and the CLI do
     assert metrics["sandbox"]["missing"] == ["file-system", "credential"]
     assert "seccomp_net" in metrics["sandbox"]["layers"]
     assert "landlock_fs" not in metrics["sandbox"]["layers"]
@@ -140,7 +142,12 @@ def test_cli_isolation_flag(tmp_path, nothing_available, capsys, monkeypatch):
     assert cli.main(args) == 2
     assert "execution.isolation: best_effort" in capsys.readouterr().err
     with pytest.warns(SandboxIsolationWarning):
-        assert cli.main([*args, "--isolation", "best_effort"]) == 0
+        assert (
+            cli.main([*args, "--isolation", "best_effort", "--metrics", str(tmp_path / "m.json")])
+            == 0
+        )
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["sandbox"]["missing"] == ["file-system", "credential"]
 
 
 def test_without_landlock_seccomp_refuses_sockets_and_signals(nothing_available):

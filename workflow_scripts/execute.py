@@ -4,6 +4,7 @@ import pandas as pd
 
 from _entry import setup
 from attribution.execution.engine import execute_samples
+from attribution.execution.sandbox import SandboxLimits
 
 smk = snakemake  # noqa: F821
 log = setup(smk)
@@ -15,7 +16,7 @@ frame = execute_samples(
     smk.output[0],
     workers=smk.threads,
     progress=False,
-    isolation=smk.params.isolation,
+    limits=SandboxLimits(isolation=smk.params.isolation),
 )
 log.info(
     "%d executions %s -> %s", len(frame), frame["status"].value_counts().to_dict(), smk.output[0]

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from attribution.data.loaders import load_dataset_file
     from attribution.execution.engine import execute_samples, score_executions
-    from attribution.execution.sandbox import SandboxUnavailable
+    from attribution.execution.sandbox import SandboxLimits, SandboxUnavailable, layers_in_force
     from attribution.io import write_json
 
     for name in ("dataset", "samples"):
@@ -139,12 +139,13 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             progress=not args.no_progress,
             checker_options=options,
-            isolation=args.isolation,
+            limits=SandboxLimits(isolation=args.isolation),
         )
     except SandboxUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     metrics = score_executions(args.benchmark, executions, ks)
+    metrics["sandbox"] = layers_in_force(executions["layers"])
     if args.metrics:
         write_json(metrics, args.metrics)
     print(json.dumps(metrics, indent=2, sort_keys=True))

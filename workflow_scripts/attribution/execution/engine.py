@@ -13,7 +13,6 @@ Entry points used by the pipeline's ``execute`` and ``score`` rules and by the C
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -31,12 +30,7 @@ from attribution.execution.apps import AppsChecker
 from attribution.execution.cruxeval import CruxEvalChecker
 from attribution.execution.humanevalplus import HumanEvalPlusChecker
 from attribution.execution.passk import pass_at_k_table
-from attribution.execution.sandbox import (
-    SandboxLimits,
-    SandboxPool,
-    SandboxResult,
-    missing_isolation,
-)
+from attribution.execution.sandbox import SandboxLimits, SandboxPool, SandboxResult
 from attribution.io import atomic_path, write_parquet
 
 BASE_COLUMNS = {
@@ -138,7 +132,6 @@ def execute_samples(
     progress: bool = True,
     checker_options: dict[str, Any] | None = None,
     reference_cache: Path | bool = True,
-    isolation: str | None = None,
 ) -> pd.DataFrame:
     """Run every sample of ``samples`` (columns task_id, sample, completion; optional error) on
     the tasks of the normalized dataset frame ``tasks`` and write the executions Parquet.
@@ -148,8 +141,6 @@ def execute_samples(
     are cached by content hash in ``reference_cache`` (True: ``default_reference_cache()``; a
     folder; False: off). Malformed samples get a status of their own
     (``malformed``, ``unknown_task``, ``empty_completion``) and count as failures.
-    ``isolation`` ("strict" or "best_effort", execution.isolation) overrides the one in
-    ``limits``: strict raises ``SandboxUnavailable`` where the sandbox cannot isolate.
     """
     out_path = Path(out_path)
     missing = {"task_id", "sample", "completion"} - set(samples.columns)
@@ -157,8 +148,6 @@ def execute_samples(
         raise ValueError(f"samples frame lacks column(s) {sorted(missing)}")
     if benchmark not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {BENCHMARKS}")
-    if isolation is not None:
-        limits = dataclasses.replace(limits or SandboxLimits(), isolation=isolation)
     # The candidate pool starts now and gets ready while the tasks are parsed and the references
     # run; it is closed unused if nothing is left to run.
     pool = SandboxPool(workers, limits, CHECKERS[benchmark].preload, wait=False)
@@ -388,7 +377,6 @@ def score_executions(
             "status": dict(sorted(statuses.items())),
             "without_task_id": int(len(executions) - len(frame)),
         },
-        "sandbox": _sandbox_layers(executions),
     }
     if benchmark == "humanevalplus":
         metrics["base"] = _block(frame, "base_passed", ks)
@@ -409,13 +397,6 @@ def score_executions(
             block.pop("per_task")
             metrics["by_difficulty"][str(diff)] = {**block, **_apps_stats(part)}
     return json.loads(json.dumps(metrics, default=_plain_json))
-
-
-def _sandbox_layers(executions: pd.DataFrame) -> dict[str, Any]:
-    """The isolation layers in force for every executed sample, and the kinds missing."""
-    rows = [str(s) for s in executions.get("layers", pd.Series(dtype=str)) if str(s)]
-    layers = sorted(set.intersection(*(set(r.split(",")) for r in rows))) if rows else []
-    return {"layers": layers, "missing": missing_isolation(layers) if rows else []}
 
 
 def _apps_stats(frame: pd.DataFrame) -> dict[str, Any]:

@@ -41,6 +41,7 @@ watches the children), ``pool`` (the engine side).
 from attribution.execution.sandbox.isolation import (
     ENV_NO_LANDLOCK,
     ENV_NO_USERNS,
+    layers_in_force,
     missing_isolation,
 )
 from attribution.execution.sandbox.pool import (
@@ -73,6 +74,7 @@ __all__ = [
     "SandboxUnavailable",
     "Unencodable",
     "decode_plain",
+    "layers_in_force",
     "missing_isolation",
     "to_plain",
     "worker_environment",

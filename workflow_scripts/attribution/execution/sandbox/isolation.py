@@ -27,7 +27,7 @@ import os
 import pwd
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,15 @@ def missing_isolation(layers: tuple[str, ...] | list[str]) -> list[str]:
     """The kinds of isolation (file-system, network, credential) ``layers`` do not provide."""
     have = set(layers)
     return [kind for kind, options in REQUIRED.items() if not any(o <= have for o in options)]
+
+
+def layers_in_force(rows: Iterable[str]) -> dict[str, list[str]]:
+    """For metrics.json: the layers in force for every executed sample (``rows``: the comma
+    lists of an executions file's ``layers`` column; empty ones never ran) and the kinds of
+    isolation they lack."""
+    sets = [set(str(r).split(",")) for r in rows if r and str(r)]
+    layers = sorted(set.intersection(*sets)) if sets else []
+    return {"layers": layers, "missing": missing_isolation(layers) if sets else []}
 
 
 def credential_paths(env: Mapping[str, str], cwd: str, project: str) -> list[str]:
