@@ -118,6 +118,9 @@ def _describe(exc: BaseException) -> tuple[str, str, int | None, str, str]:
         message = str(exc)[:MESSAGE_CHARS]
     except BaseException:  # noqa: BLE001
         message = ""
+    # Exact str only: anything else would not cross the boundary (decode_plain admits no class).
+    name = name if type(name) is str else "Exception"
+    message = message if type(message) is str else ""
     limit = "memory" if isinstance(exc, MemoryError) else ""
     return "error", name, _solution_line(exc), message, limit
 
