@@ -61,6 +61,8 @@ class ResultArea:
     # committed bytes of messages, current input (-2: not started, -1: setup), its start
     # (time.monotonic), flags (1: a message did not fit)
     _HEAD = struct.Struct("<QqdQ")
+    _MARK = struct.Struct("<qd")  # at offset 8
+    _COMMIT_MARK = struct.Struct("<Qqd")  # at offset 0
     OVERFLOW = 1
 
     def __init__(self, size: int) -> None:
@@ -103,28 +105,34 @@ class ResultArea:
     # -- child side ---------------------------------------------------------------------------
 
     def mark(self, index: int) -> None:
-        """Record that input ``index`` starts now (start first: a reader never pairs a new
-        index with an old start, which would shorten its deadline)."""
-        struct.pack_into("<d", self.mm, 16, time.monotonic())
-        struct.pack_into("<q", self.mm, 8, index)
+        """Record that input ``index`` starts now."""
+        self._MARK.pack_into(self.mm, 8, index, time.monotonic())
 
-    def append(self, data: bytes) -> bool:
-        """Append one message; False (and the overflow flag) when it does not fit."""
+    def append(self, data: bytes, next_index: int | None = None) -> bool:
+        """Append one message (and, with ``next_index``, mark that input as starting now, in
+        the same write); False, and the overflow flag set, when it does not fit."""
         pos = self.committed
         end = pos + HEADER.size + len(data)
         if end > self.size:
             struct.pack_into("<Q", self.mm, 24, self.OVERFLOW)
             return False
-        base = self._HEAD.size
-        HEADER.pack_into(self.mm, base + pos, len(data))
-        self.mm[base + pos + HEADER.size : base + end] = data
-        struct.pack_into("<Q", self.mm, 0, end)  # last: only whole messages are committed
+        self.mm[self._HEAD.size + pos : self._HEAD.size + end] = HEADER.pack(len(data)) + data
+        # After the message: only whole messages are ever committed. A reader may see a new
+        # index with an old start (a torn read); the worker reads twice before acting on it.
+        if next_index is None:
+            struct.pack_into("<Q", self.mm, 0, end)
+        else:
+            self._COMMIT_MARK.pack_into(self.mm, 0, end, next_index, time.monotonic())
         self.committed = end
         return True
 
 
 def parse_frames(data: bytes) -> list[tuple[Any, ...]]:
-    """Split the child's messages; stop at the first malformed one (the child is untrusted)."""
+    """Split the child's messages; stop at the first malformed one (the child is untrusted).
+
+    Each message is decoded by a fresh ``decode_plain`` (no globals): pickles are separate
+    streams, and an unpickler shared between them would resolve one's memo references against
+    another's."""
     msgs: list[tuple[Any, ...]] = []
     pos = 0
     while pos + HEADER.size <= len(data):

@@ -51,7 +51,12 @@ _SYS_LANDLOCK = (444, 445, 446)  # create_ruleset, add_rule, restrict_self (both
 
 @functools.cache
 def _libc() -> Any:
-    return ctypes.CDLL(None, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    # Resolved here, in the worker: a forked child that resolved them itself would pay for
+    # the symbol lookup (and the copied-on-write pages) once per program.
+    for name in ("capset", "prctl", "syscall", "mount", "umount2", "unshare"):
+        getattr(libc, name)
+    return libc
 
 
 def last_error() -> str:
@@ -150,11 +155,14 @@ class _CapData(ctypes.Structure):
     ]
 
 
+# Built once, before any fork (a ctypes array type is costly to create in every child).
+_CAP_HEADER = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+_CAP_NONE = (_CapData * 2)()
+
+
 def drop_capabilities() -> bool:
     """Clear this process's effective, permitted and inheritable (hence ambient) capabilities."""
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    return _libc().capset(ctypes.byref(header), data) == 0
+    return _libc().capset(ctypes.byref(_CAP_HEADER), _CAP_NONE) == 0
 
 
 # -- Landlock (Linux >= 5.13): unprivileged file-system, TCP and signal restrictions ------------
