@@ -80,7 +80,7 @@ def credential_paths(env: Mapping[str, str], cwd: str, project: str) -> list[str
     paths = set()
     for home in filter(None, homes):
         paths.add(home)
-        for sub in (".cache", ".ssh", ".netrc", ".config", ".huggingface", ".aws", ".netrc",
+        for sub in (".cache", ".ssh", ".netrc", ".config", ".huggingface", ".aws",
                     ".git-credentials", ".pypirc", ".kaggle"):  # fmt: skip
             paths.add(os.path.join(home, sub))
     for var in ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "TRANSFORMERS_CACHE",
