@@ -152,19 +152,24 @@ def parse_frames(data: bytes) -> list[tuple[Any, ...]]:
 
 
 def _valid_message(msg: Any) -> bool:
-    """Shapes: ("setup", ok, error, line, message), ("end",), ("isolation", what failed) and
-    ("in", index, status, value, cpu_s, error, line, message, limit)."""
-    if not isinstance(msg, tuple) or not msg:
+    """Shapes: ("ok", index, value, cpu_s) (the common case, kept small),
+    ("in", index, status, value, cpu_s, error, line, message, limit), ("setup", ok, error,
+    line, message), ("end",), ("isolation", what failed)."""
+    if type(msg) is not tuple or not msg:
         return False
     kind = msg[0]
+    if kind == "ok":
+        return len(msg) == 4 and type(msg[1]) is int and type(msg[3]) is float
     if kind == "in":
         return (
             len(msg) == 9
             and type(msg[1]) is int
             and type(msg[2]) is str
             and type(msg[4]) is float
-            and all(type(x) is str for x in (msg[5], msg[7], msg[8]))
+            and type(msg[5]) is str
             and (msg[6] is None or type(msg[6]) is int)
+            and type(msg[7]) is str
+            and type(msg[8]) is str
         )
     if kind == "setup":
         return (

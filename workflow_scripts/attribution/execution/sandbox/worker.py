@@ -33,6 +33,7 @@ from attribution.execution.sandbox.records import Outcome, Program, SandboxLimit
 # Seconds past an input's wall limit before the worker kills the child (its own wall timer,
 # at the limit, normally ends the input first).
 KILL_GRACE_S = 1.0
+PRIVATE_TMP = "/tmp"  # with a root view: the children's working directory, a tmpfs
 _MEMORY_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGKILL)
 
 
@@ -84,6 +85,38 @@ class Worker:
         self.root = iso.workroot
         self.area = area
         self.as_base = as_base
+        self.tmp_mounted = False
+
+    # -- the private /tmp (with a root view) ----------------------------------------------------
+
+    def _mount_tmp(self) -> None:
+        """A tmpfs on /tmp, the children's working directory, owned by the children's uid."""
+        uid = self.iso.uid
+        owner = f",uid={uid},gid={uid}" if uid is not None else ""
+        opts = f"mode=0700,size={self.limits.tmp_bytes},nr_inodes=4096{owner}"
+        if not mount("tmpfs", PRIVATE_TMP, "tmpfs", MS_NOSUID | MS_NODEV, opts):
+            raise OSError(f"tmpfs on {PRIVATE_TMP}: {last_error()}")
+        self.tmp_mounted = True
+
+    def _empty_tmp(self) -> None:
+        """After a child (its whole tree dead): remove whatever it wrote, so that the next
+        program finds /tmp empty; if anything resists, a fresh tmpfs replaces the old one.
+        Cheaper than a tmpfs per child, and nearly free for a program that wrote nothing."""
+        with os.scandir(PRIVATE_TMP) as it:
+            entries = list(it)
+        if not entries:
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+        with os.scandir(PRIVATE_TMP) as it:
+            if next(it, None) is None:
+                return
+        umount(PRIVATE_TMP)
+        self.tmp_mounted = False
 
     # -- one child ---------------------------------------------------------------------------
 
@@ -131,14 +164,9 @@ class Worker:
     ) -> _ChildEnd:
         """Run one child until it exits or a limit ends it; kill its whole tree."""
         if self.iso.root_view:
-            # A fresh tmpfs on /tmp for each child, its working directory: nothing a program
-            # writes is seen by the next one. (Mounting here costs less than a mount namespace
-            # per child.) Unmounted once the child's whole tree is dead.
-            workdir = "/tmp"
-            owner = f",uid={self.iso.uid},gid={self.iso.uid}" if self.iso.uid is not None else ""
-            opts = f"mode=0700,size={self.limits.tmp_bytes},nr_inodes=4096{owner}"
-            if not mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, opts):
-                raise OSError(f"tmpfs on {workdir}: {last_error()}")
+            workdir = PRIVATE_TMP  # emptied after each child (_empty_tmp)
+            if not self.tmp_mounted:
+                self._mount_tmp()
         else:
             workdir = tempfile.mkdtemp(dir=self.root)
             if self.iso.uid is not None:
@@ -192,7 +220,7 @@ class Worker:
             self._kill_strays()
             self._reap()
             if self.iso.root_view:
-                umount(workdir)
+                self._empty_tmp()
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
         end.stdout = bytes(out_buf)
@@ -304,17 +332,17 @@ class Worker:
                 result.status, result.error, result.setup_line = "setup_error", setup[2], setup[3]
                 result.signal = end.signal
                 break
-            got = next((m for m in end.msgs if m[0] == "in" and m[1] == i), None)
+            got = next((m for m in end.msgs if m[0] in ("ok", "in") and m[1] == i), None)
             cut = self._cut_short(prog, i, end)
             if cut is not None:
                 outcomes[i] = cut
             elif got is None or end.code != 0:
                 outcomes[i] = self._crash_outcome(end)
-            elif got[2] != "ok":
+            elif got[0] == "in":
                 outcomes[i] = _outcome(got)
-            else:
+            else:  # what it wrote to stdout is its value
                 text = end.stdout.decode("utf-8", "replace")
-                outcomes[i] = Outcome("ok", value=text, cpu_s=got[4])
+                outcomes[i] = Outcome("ok", value=text, cpu_s=got[3])
             result.signal = end.signal
         return result
 
@@ -333,7 +361,10 @@ class Worker:
         setup_ok: bool | None = None
         finished = False
         for m in end.msgs:
-            if m[0] == "setup":
+            if m[0] == "ok":
+                if 0 <= m[1] < n:
+                    outcomes[m[1]] = Outcome("ok", m[2], "", m[3])
+            elif m[0] == "setup":
                 setup_ok = m[1]
                 if not m[1]:
                     result.error, result.setup_line = m[2], m[3]
