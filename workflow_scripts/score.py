@@ -3,6 +3,7 @@
 import pandas as pd
 
 from _entry import setup
+from attribution import provenance
 from attribution.execution.engine import score_executions
 from attribution.execution.sandbox import layers_in_force
 from attribution.io import write_json
@@ -12,5 +13,7 @@ log = setup(smk)
 executions = pd.read_parquet(smk.input.executions)
 metrics = score_executions(smk.wildcards.benchmark, executions, list(smk.params.ks))
 metrics["sandbox"] = layers_in_force(executions["layers"])
+record = provenance.from_frame(executions, smk.input.executions)
+metrics["provenance"] = {**record, "code": smk.params.code}
 write_json(metrics, smk.output[0])
 log.info("%s -> %s", {k: v for k, v in metrics.items() if k.startswith("pass@")}, smk.output[0])

@@ -2,9 +2,11 @@
 
 One row per (model, benchmark, metric). Each row carries the dataset's content hash and the
 code version that produced it, so numbers from different dataset versions or code are never
-compared by accident, the sandbox isolation layers its executions ran under, and the training
-step / tokens parsed from the model revision, so the checkpoint sweeps and figures can plot
-against them.
+compared by accident, and the training step / tokens parsed from the model revision, so the
+checkpoint sweeps and figures can plot against them. The provenance columns (dtype, device,
+GPU, backend, batch size, library versions: :mod:`attribution.provenance`) say how the
+generations behind each number were made; the comparison warns when compared rows differ in them.
+``sandbox_layers``: the sandbox isolation layers its executions ran under.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 
 from attribution.config import parse_revision_step, parse_revision_tokens
 from attribution.data.records import BENCHMARK_DATASET
+from attribution.provenance import COMPARED as PROVENANCE
 
 SUMMARY_COLUMNS = (
     "model",
@@ -36,12 +39,13 @@ SUMMARY_COLUMNS = (
     "n",
     "tasks",
     "code_version",
+    *PROVENANCE,  # how the generations were made (metrics.json's provenance block)
     "sandbox_layers",
 )
 PASS_AT = re.compile(r"^pass@(\d+)$")
 # Leaves of metrics.json that are scores (fractions in [0, 1]); counts and per-task blocks are not.
 SCORE_LEAVES = ("strict_accuracy", "test_case_pass_rate")
-SKIPPED_BLOCKS = ("per_task", "counts")
+SKIPPED_BLOCKS = ("per_task", "counts", "provenance")
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ def summarize(
                 f"expected {run.benchmark!r}"
             )
         n = metrics.get("counts", {}).get("min_n")
+        made = metrics.get("provenance", {})
         # The sandbox's isolation layers in force for every executed sample (metrics.json).
         layers = ",".join(metrics.get("sandbox", {}).get("layers", []))
         for metric, k, value, tasks in metric_rows(metrics):
@@ -126,15 +131,18 @@ def summarize(
                     "n": n,
                     "tasks": tasks,
                     "code_version": code_version,
+                    **{c: made.get(c) for c in PROVENANCE},
                     "sandbox_layers": layers,
                 }
             )
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    for column in ("training_step", "k", "n", "tasks"):
+    for column in ("training_step", "k", "n", "tasks", "gpu_count", "batch_size"):
         frame[column] = frame[column].astype("Int64")
     frame["training_tokens"] = frame["training_tokens"].astype("float64")
     frame["value"] = frame["value"].astype("float64")
     for column in ("model", "model_entry", "revision", "benchmark", "dataset", "metric",
                    "sandbox_layers"):  # fmt: skip
+        frame[column] = frame[column].astype("string")
+    for column in set(PROVENANCE) - {"gpu_count", "batch_size"}:
         frame[column] = frame[column].astype("string")
     return frame.sort_values(["model", "benchmark", "metric"], kind="stable").reset_index(drop=True)
