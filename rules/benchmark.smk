@@ -55,6 +55,7 @@ rule execute:
     params:
         checker=checker_settings,
         code=code_of("execute.py"),
+        isolation=config["execution"]["isolation"],
     threads: config["execution"]["workers"]
     log:
         "logs/execute/{model}/{benchmark}.log",

@@ -51,8 +51,8 @@ def leftover_processes(pool: SandboxPool) -> list[int]:
             pid = stack.pop()
             found.add(pid)
             stack += children.get(pid, [])
-        if inner:
-            ns = _link(f"/proc/{serving}/ns/pid")
+        ns = _link(f"/proc/{serving}/ns/pid") if inner else ""
+        if ns:  # unreadable (another user's, or a non-dumpable worker's): not a criterion
             found |= {p for p in table if p != serving and _link(f"/proc/{p}/ns/pid") == ns}
         if slot.root:
             found |= {p for p in table if _link(f"/proc/{p}/cwd").startswith(slot.root + "/")}

@@ -4,11 +4,13 @@ the limit that ended it, the signal that killed it). Real programs through the r
 
 from __future__ import annotations
 
+import pickle
 import signal
 
 import pytest
 
 from attribution.execution.sandbox import Program, SandboxLimits, SandboxPool
+from attribution.execution.sandbox.framing import HEADER, parse_frames
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -207,3 +209,15 @@ def test_stdin_mode_reasons(pool):
     assert (crash.status, crash.message) == ("error", "exited with status 4")
     syntax = pool.run(Program("stdin", "print(\n", ("",), (1.0,)))
     assert (syntax.status, syntax.error, syntax.setup_line) == ("setup_error", "SyntaxError", 1)
+
+
+def test_frames_decode_each_message_on_its_own():
+    # Separate pickles share memo indices ('' and 'ok' recur): each must decode alone.
+    msgs = [("setup", True, "", None, "")]
+    msgs += [("in", i, "ok", ["x", "x", {"k": ("x",)}], 0.5, "", None, "", "") for i in range(3)]
+    msgs.append(("end",))
+    data = b"".join(HEADER.pack(len(p)) + p for p in (pickle.dumps(m, 5) for m in msgs))
+    assert parse_frames(data) == msgs
+    forged = pickle.dumps(("in", 0, "ok", 1, 0.5, "", None, "", "", "extra"), 5)
+    assert parse_frames(data[:-3]) == msgs[:-1]  # a cut message ends the stream
+    assert parse_frames(HEADER.pack(len(forged)) + forged + data) == []  # so does a bad one

@@ -6,6 +6,7 @@ from _entry import setup
 from attribution import provenance
 from attribution.execution.engine import execute_samples
 from attribution.execution.options import checker_options
+from attribution.execution.sandbox import SandboxLimits
 
 smk = snakemake  # noqa: F821
 log = setup(smk)
@@ -24,6 +25,7 @@ frame = execute_samples(
     checker_options=checker_options(benchmark, **smk.params.checker),
     references=smk.input.get("references"),
     references_mode="require",
+    limits=SandboxLimits(isolation=smk.params.isolation),
     provenance=record,
 )
 log.info(

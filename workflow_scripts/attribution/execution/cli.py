@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from attribution.data.records import BENCHMARK_DATASET, BENCHMARKS
+from attribution.execution.sandbox.records import ISOLATION_MODES
 
 
 def _valid_unicode(text: str) -> bool:
@@ -140,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="HumanEval+: reference outputs file to reuse and extend",
     )
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--isolation",
+        choices=ISOLATION_MODES,
+        default="strict",
+        help="strict (default): refuse to run where the sandbox lacks file-system, network or "
+        "credential isolation; best_effort: run with what is available and warn",
+    )
     return ap
 
 
@@ -148,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from attribution.data.loaders import load_dataset_file
     from attribution.execution.engine import execute_samples
     from attribution.execution.options import OptionError, checker_options
+    from attribution.execution.sandbox import SandboxLimits, SandboxUnavailable, layers_in_force
     from attribution.execution.scoring import score_executions
     from attribution.io import write_json
 
@@ -179,17 +188,23 @@ def main(argv: list[str] | None = None) -> int:
         options["extract"] = False
     tasks = load_dataset_file(BENCHMARK_DATASET[args.benchmark], args.dataset)
     samples = read_samples(args.samples)
-    executions = execute_samples(
-        args.benchmark,
-        tasks,
-        samples,
-        args.out,
-        workers=args.workers,
-        progress=not args.no_progress,
-        checker_options=options,
-        references=args.references,
-    )
+    try:
+        executions = execute_samples(
+            args.benchmark,
+            tasks,
+            samples,
+            args.out,
+            workers=args.workers,
+            progress=not args.no_progress,
+            checker_options=options,
+            references=args.references,
+            limits=SandboxLimits(isolation=args.isolation),
+        )
+    except SandboxUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     metrics = score_executions(args.benchmark, executions, ks)
+    metrics["sandbox"] = layers_in_force(executions["layers"])
     if args.metrics:
         write_json(metrics, args.metrics)
     print(json.dumps(metrics, indent=2, sort_keys=True))

@@ -61,11 +61,20 @@ class ResultArea:
     # committed bytes of messages, current input (-2: not started, -1: setup), its start
     # (time.monotonic), flags (1: a message did not fit)
     _HEAD = struct.Struct("<QqdQ")
+    _MARK = struct.Struct("<qd")  # at offset 8
+    _COMMIT_MARK = struct.Struct("<Qqd")  # at offset 0
     OVERFLOW = 1
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.mm = mmap.mmap(-1, self._HEAD.size + size, flags=mmap.MAP_SHARED)
+        # Backed by a memfd, not anonymous: a shared file mapping is not charged against the
+        # commit limit up front (clusters running vm.overcommit_memory=2), only pages written.
+        fd = os.memfd_create("sandbox-results", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, self._HEAD.size + size)
+            self.mm = mmap.mmap(fd, self._HEAD.size + size, flags=mmap.MAP_SHARED)
+        finally:
+            os.close(fd)
         self.committed = 0  # child side: bytes this child has appended
 
     # -- worker side --------------------------------------------------------------------------
@@ -96,28 +105,34 @@ class ResultArea:
     # -- child side ---------------------------------------------------------------------------
 
     def mark(self, index: int) -> None:
-        """Record that input ``index`` starts now (start first: a reader never pairs a new
-        index with an old start, which would shorten its deadline)."""
-        struct.pack_into("<d", self.mm, 16, time.monotonic())
-        struct.pack_into("<q", self.mm, 8, index)
+        """Record that input ``index`` starts now."""
+        self._MARK.pack_into(self.mm, 8, index, time.monotonic())
 
-    def append(self, data: bytes) -> bool:
-        """Append one message; False (and the overflow flag) when it does not fit."""
+    def append(self, data: bytes, next_index: int | None = None) -> bool:
+        """Append one message (and, with ``next_index``, mark that input as starting now, in
+        the same write); False, and the overflow flag set, when it does not fit."""
         pos = self.committed
         end = pos + HEADER.size + len(data)
         if end > self.size:
             struct.pack_into("<Q", self.mm, 24, self.OVERFLOW)
             return False
-        base = self._HEAD.size
-        HEADER.pack_into(self.mm, base + pos, len(data))
-        self.mm[base + pos + HEADER.size : base + end] = data
-        struct.pack_into("<Q", self.mm, 0, end)  # last: only whole messages are committed
+        self.mm[self._HEAD.size + pos : self._HEAD.size + end] = HEADER.pack(len(data)) + data
+        # After the message: only whole messages are ever committed. A reader may see a new
+        # index with an old start (a torn read); the worker reads twice before acting on it.
+        if next_index is None:
+            struct.pack_into("<Q", self.mm, 0, end)
+        else:
+            self._COMMIT_MARK.pack_into(self.mm, 0, end, next_index, time.monotonic())
         self.committed = end
         return True
 
 
 def parse_frames(data: bytes) -> list[tuple[Any, ...]]:
-    """Split the child's messages; stop at the first malformed one (the child is untrusted)."""
+    """Split the child's messages; stop at the first malformed one (the child is untrusted).
+
+    Each message is decoded by a fresh ``decode_plain`` (no globals): pickles are separate
+    streams, and an unpickler shared between them would resolve one's memo references against
+    another's."""
     msgs: list[tuple[Any, ...]] = []
     pos = 0
     while pos + HEADER.size <= len(data):
@@ -137,19 +152,24 @@ def parse_frames(data: bytes) -> list[tuple[Any, ...]]:
 
 
 def _valid_message(msg: Any) -> bool:
-    """Shapes: ("setup", ok, error, line, message), ("end",) and
-    ("in", index, status, value, cpu_s, error, line, message, limit)."""
-    if not isinstance(msg, tuple) or not msg:
+    """Shapes: ("ok", index, value, cpu_s) (the common case, kept small),
+    ("in", index, status, value, cpu_s, error, line, message, limit), ("setup", ok, error,
+    line, message), ("end",), ("isolation", what failed)."""
+    if type(msg) is not tuple or not msg:
         return False
     kind = msg[0]
+    if kind == "ok":
+        return len(msg) == 4 and type(msg[1]) is int and type(msg[3]) is float
     if kind == "in":
         return (
             len(msg) == 9
             and type(msg[1]) is int
             and type(msg[2]) is str
             and type(msg[4]) is float
-            and all(type(x) is str for x in (msg[5], msg[7], msg[8]))
+            and type(msg[5]) is str
             and (msg[6] is None or type(msg[6]) is int)
+            and type(msg[7]) is str
+            and type(msg[8]) is str
         )
     if kind == "setup":
         return (
@@ -159,4 +179,6 @@ def _valid_message(msg: Any) -> bool:
             and (msg[3] is None or type(msg[3]) is int)
             and type(msg[4]) is str
         )
+    if kind == "isolation":
+        return len(msg) == 2 and type(msg[1]) is str
     return kind == "end" and len(msg) == 1

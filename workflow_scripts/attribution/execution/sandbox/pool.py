@@ -6,10 +6,23 @@ import contextlib
 import os
 import select
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 
 from attribution.execution.sandbox.framing import read_msg, write_msg
-from attribution.execution.sandbox.records import Outcome, Program, SandboxLimits, SandboxResult
+from attribution.execution.sandbox.isolation import (
+    ENV_NO_LANDLOCK,
+    ENV_NO_USERNS,
+    credential_paths,
+    missing_isolation,
+)
+from attribution.execution.sandbox.records import (
+    Outcome,
+    Program,
+    SandboxLimits,
+    SandboxResult,
+    WorkerOptions,
+)
 
 # Imported by every worker before it forks, so that importing them in a child costs nothing.
 PRELOAD = tuple(
@@ -20,13 +33,18 @@ PRELOAD = tuple(
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
+def _library_root() -> str:
+    """.../workflow_scripts (this file is .../workflow_scripts/attribution/execution/sandbox/)."""
+    path = os.path.abspath(__file__)
+    for _ in range(4):
+        path = os.path.dirname(path)
+    return path
+
+
 def worker_environment() -> dict[str, str]:
     """A whitelisted environment for workers: nothing secret can reach them or their children."""
     env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
-    # .../workflow_scripts/attribution/execution/sandbox/pool.py -> .../workflow_scripts
-    pkg_root = os.path.abspath(__file__)
-    for _ in range(4):
-        pkg_root = os.path.dirname(pkg_root)
+    pkg_root = _library_root()
     env.update(
         {
             "PYTHONPATH": pkg_root,
@@ -40,15 +58,63 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
+def worker_options() -> WorkerOptions:
+    """What workers need to know from the engine's environment (which they never see)."""
+    project = os.path.dirname(_library_root())
+    return WorkerOptions(
+        namespaces=os.environ.get(ENV_NO_USERNS, "") != "1",
+        landlock=os.environ.get(ENV_NO_LANDLOCK, "") != "1",
+        hide=tuple(credential_paths(os.environ, os.getcwd(), project)),
+    )
+
+
+class SandboxUnavailable(RuntimeError):
+    """Isolation that ``strict`` mode requires cannot be established on this machine."""
+
+
+class SandboxIsolationWarning(UserWarning):
+    """``best_effort`` mode runs untrusted code with some isolation missing."""
+
+
+def isolation_problem(layers: tuple[str, ...], notes: tuple[str, ...], mode: str) -> str:
+    """The message for missing isolation ("" when nothing required is missing)."""
+    missing = missing_isolation(layers)
+    if not missing:
+        return ""
+    why = "; ".join(notes) or "no reason reported"
+    head = (
+        f"sandbox: no {', no '.join(missing)} isolation for untrusted code on this machine "
+        f"(layers in force: {', '.join(layers)}; {why})."
+    )
+    if mode == "best_effort":
+        return head + " Running anyway (execution.isolation: best_effort)."
+    return (
+        head + " Refusing to run it (execution.isolation: strict). To enable it, allow "
+        "unprivileged user namespaces (Debian/Ubuntu: sysctl -w "
+        "kernel.unprivileged_userns_clone=1; RHEL and others: sysctl -w "
+        "user.max_user_namespaces=16384; Ubuntu >= 23.10 also "
+        "kernel.apparmor_restrict_unprivileged_userns=0), or run on a kernel with Landlock "
+        "(Linux >= 5.13); or accept weaker isolation with execution.isolation: best_effort "
+        "(python -m attribution evaluate --isolation best_effort)."
+    )
+
+
 class _Slot:
-    def __init__(self, index: int, limits: SandboxLimits, preload: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        index: int,
+        limits: SandboxLimits,
+        preload: tuple[str, ...],
+        options: WorkerOptions,
+    ) -> None:
         import subprocess
 
         self.index = index
         job_r, self.job_w = os.pipe()
         self.res_r, res_w = os.pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "attribution.execution.sandbox", str(job_r), str(res_w)],
+            # -P: no working directory on the import path (nor, then, in the sandbox's view)
+            [sys.executable, "-P", "-m", "attribution.execution.sandbox", str(job_r), str(res_w)],
             pass_fds=(job_r, res_w),
             env=worker_environment(),
             stdin=subprocess.DEVNULL,
@@ -56,8 +122,9 @@ class _Slot:
         )
         os.close(job_r)
         os.close(res_w)
-        write_msg(self.job_w, (limits, index, preload))
+        write_msg(self.job_w, (limits, index, preload, options))
         self.layers: tuple[str, ...] = ()
+        self.notes: tuple[str, ...] = ()
         self.root = ""
         self.in_flight: dict[int, Program] = {}
 
@@ -65,7 +132,7 @@ class _Slot:
         ready = read_msg(self.res_r)
         if not ready or ready[0] != "ready":
             raise RuntimeError(f"sandbox worker {self.index} failed to start")
-        self.layers, self.root = ready[1], ready[2]
+        self.layers, self.root, self.notes = ready[1], ready[2], ready[3]
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -90,6 +157,11 @@ class SandboxPool:
     checker adds numpy, which its program prelude imports). A worker gets its next program only
     once it has sent its last result: with large messages in both directions, anything more
     could deadlock on full pipes.
+
+    Once the workers are ready, the pool checks their isolation: with ``limits.isolation``
+    "strict" a missing kind (file-system, network, credential) raises ``SandboxUnavailable``
+    naming it and how to enable it; with "best_effort" it warns (``SandboxIsolationWarning``,
+    shown once per process for the same message) and runs.
     """
 
     def __init__(
@@ -103,18 +175,31 @@ class SandboxPool:
             raise ValueError("workers must be >= 1")
         self.limits = limits or SandboxLimits()
         self.preload = tuple(preload)
+        self.options = worker_options()
         # Started all at once, so their start-up runs in parallel (and, with wait=False, in
         # parallel with whatever the caller does before its first program).
-        self.slots = [_Slot(i, self.limits, self.preload) for i in range(workers)]
+        self.slots = [_Slot(i, self.limits, self.preload, self.options) for i in range(workers)]
         self._ready = False
         if wait:
             self._ensure_ready()
 
     def _ensure_ready(self) -> None:
-        if not self._ready:
+        if self._ready:
+            return
+        try:
             for slot in self.slots:
                 slot.wait_ready()
-            self._ready = True
+        except BaseException:
+            self.close()
+            raise
+        self._ready = True
+        slot = self.slots[0]
+        problem = isolation_problem(slot.layers, slot.notes, self.limits.isolation)
+        if problem and self.limits.isolation == "strict":
+            self.close()
+            raise SandboxUnavailable(problem)
+        if problem:
+            warnings.warn(problem, SandboxIsolationWarning, stacklevel=3)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -184,5 +269,5 @@ class SandboxPool:
     def _replace(self, slot: _Slot) -> None:
         slot.in_flight.clear()
         slot.close()
-        self.slots[slot.index] = _Slot(slot.index, self.limits, self.preload)
+        self.slots[slot.index] = _Slot(slot.index, self.limits, self.preload, self.options)
         self.slots[slot.index].wait_ready()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+ISOLATION_MODES = ("strict", "best_effort")
+
 
 @dataclass(frozen=True)
 class SandboxLimits:
@@ -18,8 +20,28 @@ class SandboxLimits:
     result_bytes: int = 256 << 20  # all result messages of one child
     wall_factor: float = 2.0  # per-input wall limit = cpu limit * wall_factor + wall_margin_s
     wall_margin_s: float = 1.0
+    tmp_bytes: int = 64 << 20  # the private tmpfs a child works in (where namespaces allow)
     uid_base: int = 64000  # worker i runs its children as uid_base + i when started as root
     pid_namespace: bool = True  # False forces the fallback (subreaper + per-uid kill sweep)
+    # "strict": refuse to run when file-system, network or credential isolation is missing;
+    # "best_effort": run with the layers available and warn (execution.isolation).
+    isolation: str = "strict"
+
+    def __post_init__(self) -> None:
+        if self.isolation not in ISOLATION_MODES:
+            raise ValueError(f"isolation must be one of {ISOLATION_MODES}, got {self.isolation!r}")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Settings a pool sends its workers: whether to try namespaces and Landlock (environment
+    switches turn them off, to test the paths of machines that forbid them:
+    ATTRIBUTION_SANDBOX_NO_USERNS=1, ATTRIBUTION_SANDBOX_NO_LANDLOCK=1) and the credential
+    locations to keep out of reach (computed by the engine, which knows them)."""
+
+    namespaces: bool = True
+    landlock: bool = True
+    hide: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -16,25 +16,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from attribution.execution.sandbox.child import child_main, cpu_hard_limit
+from attribution.execution.sandbox.child import ChildSetup, child_main, cpu_hard_limit
 from attribution.execution.sandbox.framing import ResultArea, read_msg, write_all, write_msg
+from attribution.execution.sandbox.isolation import Isolation, enter_namespaces, finish
 from attribution.execution.sandbox.linux import (
-    CLONE_NEWNET,
-    CLONE_NEWPID,
-    PR_SET_CHILD_SUBREAPER,
+    MS_NODEV,
+    MS_NOSUID,
     PR_SET_PDEATHSIG,
-    expose_interpreter,
+    last_error,
     mount,
     prctl,
-    private_mount_namespace,
     umount,
-    unshare,
 )
 from attribution.execution.sandbox.records import Outcome, Program, SandboxLimits, SandboxResult
 
 # Seconds past an input's wall limit before the worker kills the child (its own wall timer,
 # at the limit, normally ends the input first).
 KILL_GRACE_S = 1.0
+PRIVATE_TMP = "/tmp"  # with a root view: the children's working directory, a tmpfs
 _MEMORY_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGKILL)
 
 
@@ -56,6 +55,15 @@ class _ChildEnd:
         return -self.code if self.code < 0 else None
 
 
+def _children() -> list[int]:
+    """This process's children (they include the orphans it adopted as a subreaper)."""
+    kids: list[int] = []
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/children") as fh:
+            kids += [int(p) for p in fh.read().split()]
+    return kids
+
+
 def _vm_size() -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -65,40 +73,50 @@ def _vm_size() -> int:
 
 
 class Worker:
+    """Serves programs one at a time: one isolated child each (see ``child.py``)."""
+
     def __init__(
-        self,
-        index: int,
-        limits: SandboxLimits,
-        pidns: bool,
-        netns: bool,
-        mounts: str,
-        mount_ns: bool = False,
+        self, limits: SandboxLimits, iso: Isolation, area: ResultArea, as_base: int
     ) -> None:
         self.limits = limits
-        self.layers: list[str] = ["rlimits", "fresh_process", "private_tmpdir", "scrubbed_env"]
-        self.root = tempfile.mkdtemp(prefix=f"sandbox-w{index}-")
-        # Working directories on a private tmpfs: cheap to create and delete, and whatever the
-        # programs write never touches the disk (the size caps it too).
-        self.tmpfs = mount_ns and mount("tmpfs", self.root, "tmpfs", 0, "size=512m,mode=0711")
-        if self.tmpfs:
-            self.layers.append("tmpfs_workdir")
-        os.chmod(self.root, 0o711)
-        self.pidns = pidns
-        if pidns:
-            self.layers.append("pidns")
-        elif prctl(PR_SET_CHILD_SUBREAPER, 1):
-            self.layers.append("subreaper")
-        if netns:
-            self.layers.append("netns")
-        if mounts == "hidden_home":
-            self.layers.append("hidden_home")
-        self.uid: int | None = None
-        if os.geteuid() == 0 and mounts != "blocked":
-            self.uid = limits.uid_base + index
-            self.layers += ["unprivileged_uid", "nproc"]
-        # Created before any child, so every child inherits it and its pages count once.
-        self.area = ResultArea(limits.result_bytes)
-        self.as_base = _vm_size()
+        self.iso = iso
+        self.layers = list(iso.layers)
+        # Without a root view, children work in folders below this one.
+        self.root = iso.workroot
+        self.area = area
+        self.as_base = as_base
+        self.tmp_mounted = False
+
+    # -- the private /tmp (with a root view) ----------------------------------------------------
+
+    def _mount_tmp(self) -> None:
+        """A tmpfs on /tmp, the children's working directory, owned by the children's uid."""
+        uid = self.iso.uid
+        owner = f",uid={uid},gid={uid}" if uid is not None else ""
+        opts = f"mode=0700,size={self.limits.tmp_bytes},nr_inodes=4096{owner}"
+        if not mount("tmpfs", PRIVATE_TMP, "tmpfs", MS_NOSUID | MS_NODEV, opts):
+            raise OSError(f"tmpfs on {PRIVATE_TMP}: {last_error()}")
+        self.tmp_mounted = True
+
+    def _empty_tmp(self) -> None:
+        """After a child (its whole tree dead): remove whatever it wrote, so that the next
+        program finds /tmp empty; if anything resists, a fresh tmpfs replaces the old one.
+        Cheaper than a tmpfs per child, and nearly free for a program that wrote nothing."""
+        with os.scandir(PRIVATE_TMP) as it:
+            entries = list(it)
+        if not entries:
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+        with os.scandir(PRIVATE_TMP) as it:
+            if next(it, None) is None:
+                return
+        umount(PRIVATE_TMP)
+        self.tmp_mounted = False
 
     # -- one child ---------------------------------------------------------------------------
 
@@ -110,11 +128,16 @@ class Worker:
             write_all(in_fd, stdin_data)
             os.lseek(in_fd, 0, os.SEEK_SET)
         self.area.reset()
+        setup = ChildSetup(
+            workdir=workdir,
+            uid=self.iso.uid,
+            as_base=self.as_base,
+            ruleset_fd=self.iso.ruleset_fd,
+            seccomp=self.iso.seccomp,
+        )
         pid = os.fork()
         if pid == 0:
-            child_main(
-                prog, index, self.limits, workdir, self.uid, self.area, in_fd, out_w, self.as_base
-            )
+            child_main(prog, index, self.limits, setup, self.area, in_fd, out_w)
         for fd in (out_w, in_fd):
             if fd >= 0:
                 os.close(fd)
@@ -140,10 +163,15 @@ class Worker:
         self, prog: Program, index: int, stdin_data: bytes | None, wall_s: float
     ) -> _ChildEnd:
         """Run one child until it exits or a limit ends it; kill its whole tree."""
-        workdir = tempfile.mkdtemp(dir=self.root)
-        if self.uid is not None:
-            os.chown(workdir, self.uid, self.uid)
-        os.chmod(workdir, 0o700)
+        if self.iso.root_view:
+            workdir = PRIVATE_TMP  # emptied after each child (_empty_tmp)
+            if not self.tmp_mounted:
+                self._mount_tmp()
+        else:
+            workdir = tempfile.mkdtemp(dir=self.root)
+            if self.iso.uid is not None:
+                os.chown(workdir, self.iso.uid, self.iso.uid)
+            os.chmod(workdir, 0o700)
         spawned = time.monotonic()
         c2, out_r = self._spawn(prog, index, workdir, stdin_data)
         end = _ChildEnd()
@@ -189,9 +217,12 @@ class Worker:
         finally:
             if out_r >= 0:
                 os.close(out_r)
-            self._kill_uid()
+            self._kill_strays()
             self._reap()
-            shutil.rmtree(workdir, ignore_errors=True)
+            if self.iso.root_view:
+                self._empty_tmp()
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
         end.stdout = bytes(out_buf)
         end.msgs, end.current, end.overflow = self.area.snapshot()
         return end
@@ -205,7 +236,7 @@ class Worker:
         end.code = os.waitstatus_to_exitcode(status)
         end.cpu_s = usage.ru_utime + usage.ru_stime
         end.max_rss = usage.ru_maxrss * 1024
-        if self.pidns:
+        if self.iso.pidns:
             # The worker is PID 1 of its namespace: kill(-1) reaches every other process in it,
             # i.e. everything the program spawned, setsid daemons included.
             with contextlib.suppress(ProcessLookupError):
@@ -221,14 +252,30 @@ class Worker:
                 if pid == 0:
                     time.sleep(0.001)
 
-    def _kill_uid(self) -> None:
-        """Without a PID namespace, kill whatever still runs under the sandbox uid."""
-        if self.pidns or self.uid is None:
+    def _kill_strays(self) -> None:
+        """Without a PID namespace: kill whatever the program left running. As root, every
+        process of the sandbox uid; otherwise the worker's descendants (orphans come to the
+        worker, a subreaper), until none is left."""
+        if self.iso.pidns:
             return
+        if self.iso.uid is not None:
+            self._kill_uid(self.iso.uid)
+            return
+        for _ in range(1000):
+            kids = _children()
+            if not kids:
+                return
+            for pid in kids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            self._reap_blocking(len(kids))
+
+    @staticmethod
+    def _kill_uid(uid: int) -> None:
         pid = os.fork()
         if pid == 0:
             try:
-                os.setresuid(self.uid, self.uid, self.uid)
+                os.setresuid(uid, uid, uid)
                 for _ in range(100):
                     try:
                         os.kill(-1, signal.SIGKILL)  # every process of this uid but us
@@ -238,6 +285,14 @@ class Worker:
             finally:
                 os._exit(0)
         os.waitpid(pid, 0)
+
+    @staticmethod
+    def _reap_blocking(n: int) -> None:
+        for _ in range(n):
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                return
 
     def _reap(self) -> None:
         while True:
@@ -270,22 +325,24 @@ class Worker:
             wall = prog.cpu_limits[i] * lim.wall_factor + lim.wall_margin_s + KILL_GRACE_S
             end = self._run_child(prog, i, data, wall)
             result.exit_codes.append(end.code)
+            if _isolation_failed(end, result):
+                break
             setup = next((m for m in end.msgs if m[0] == "setup"), None)
             if setup is not None and not setup[1]:
                 result.status, result.error, result.setup_line = "setup_error", setup[2], setup[3]
                 result.signal = end.signal
                 break
-            got = next((m for m in end.msgs if m[0] == "in" and m[1] == i), None)
+            got = next((m for m in end.msgs if m[0] in ("ok", "in") and m[1] == i), None)
             cut = self._cut_short(prog, i, end)
             if cut is not None:
                 outcomes[i] = cut
             elif got is None or end.code != 0:
                 outcomes[i] = self._crash_outcome(end)
-            elif got[2] != "ok":
+            elif got[0] == "in":
                 outcomes[i] = _outcome(got)
-            else:
+            else:  # what it wrote to stdout is its value
                 text = end.stdout.decode("utf-8", "replace")
-                outcomes[i] = Outcome("ok", value=text, cpu_s=got[4])
+                outcomes[i] = Outcome("ok", value=text, cpu_s=got[3])
             result.signal = end.signal
         return result
 
@@ -299,10 +356,15 @@ class Worker:
         )
         end = self._run_child(prog, 0, None, wall)
         result = SandboxResult("crashed", outcomes, exit_codes=[end.code], signal=end.signal)
+        if _isolation_failed(end, result):
+            return result
         setup_ok: bool | None = None
         finished = False
         for m in end.msgs:
-            if m[0] == "setup":
+            if m[0] == "ok":
+                if 0 <= m[1] < n:
+                    outcomes[m[1]] = Outcome("ok", m[2], "", m[3])
+            elif m[0] == "setup":
                 setup_ok = m[1]
                 if not m[1]:
                     result.error, result.setup_line = m[2], m[3]
@@ -355,6 +417,18 @@ class Worker:
         return Outcome("error", message=describe_exit(end.code), limit="memory" if memory else "")
 
 
+def _isolation_failed(end: _ChildEnd, result: SandboxResult) -> bool:
+    """True (and ``result`` a sandbox_error) when the child died before the program could run:
+    its own isolation failed. Never a verdict on the program."""
+    failed = next((m[1] for m in end.msgs if m[0] == "isolation"), None)
+    if failed is None and (end.current != -2 or end.msgs or end.ended != "exited"):
+        return False
+    result.status = "sandbox_error"
+    result.error = f"sandboxed child could not isolate itself: {failed or describe_exit(end.code)}"
+    result.signal = end.signal
+    return True
+
+
 def _outcome(msg: tuple[Any, ...]) -> Outcome:
     """An Outcome from a validated "in" message (see framing._valid_message)."""
     _, _, status, value, cpu, error, line, message, limit = msg
@@ -379,13 +453,12 @@ def describe_exit(code: int) -> str:
 def worker_main(argv: list[str]) -> int:
     """Entry point of a worker process: ``python -m attribution.execution.sandbox IN OUT``."""
     in_fd, out_fd = int(argv[0]), int(argv[1])
-    limits, index, preload = read_msg(in_fd)
+    limits, index, preload, options = read_msg(in_fd)
     for name in preload:
         with contextlib.suppress(ImportError):
             __import__(name)
-    netns = unshare(CLONE_NEWNET)  # the worker needs no network: nor do its children
-    pidns = limits.pid_namespace and unshare(CLONE_NEWPID)
-    if pidns:
+    iso = enter_namespaces(limits.pid_namespace, options.namespaces)
+    if iso.pidns:
         alive_r, alive_w = os.pipe()  # EOF on alive_r once the outer process is gone
         pid = os.fork()  # the child is PID 1 of the new namespace and serves the jobs
         if pid > 0:
@@ -401,10 +474,13 @@ def worker_main(argv: list[str]) -> int:
         if select.select([alive_r], [], [], 0)[0]:
             os._exit(1)
         os.close(alive_r)
-    mount_ns = os.geteuid() == 0 and private_mount_namespace()
-    mounts = expose_interpreter(mount_ns) if os.geteuid() == 0 else ""
-    worker = Worker(index, limits, pidns, netns, mounts, mount_ns)
-    write_msg(out_fd, ("ready", tuple(worker.layers), worker.root))
+    # Before the root view hides /proc (no PID namespace): the area is created before any
+    # child, so every child inherits it, and the memory limit comes on top of it.
+    area = ResultArea(limits.result_bytes)
+    as_base = _vm_size()
+    finish(iso, index, limits.uid_base, list(options.hide), options.landlock)
+    worker = Worker(limits, iso, area, as_base)
+    write_msg(out_fd, ("ready", tuple(worker.layers), worker.root, tuple(iso.notes)))
     try:
         while True:
             msg = read_msg(in_fd)
@@ -428,7 +504,5 @@ def worker_main(argv: list[str]) -> int:
                 result.error = f"result not transferable: {type(exc).__name__}"
                 write_msg(out_fd, (job_id, result))
     finally:
-        shutil.rmtree(worker.root, ignore_errors=True)
-        if worker.tmpfs and umount(worker.root):
-            with contextlib.suppress(OSError):
-                os.rmdir(worker.root)
+        if worker.root:
+            shutil.rmtree(worker.root, ignore_errors=True)
