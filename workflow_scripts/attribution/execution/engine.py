@@ -50,7 +50,6 @@ from attribution.execution.verdicts import (
     UNKNOWN_TASK,
     ColumnValue,
 )
-from attribution.hashing import code_hash
 from attribution.io import write_json, write_parquet
 from attribution.provenance import with_columns
 
@@ -72,8 +71,16 @@ BASE_COLUMNS: dict[str, ColumnValue] = {
 SHARD_ROWS = 256
 SHARD_SECONDS = 30.0
 FINGERPRINT_VERSION = 1
-# The code a verdict depends on: this module and its import closure (checkers, sandbox, ...).
-EXECUTION_CODE = "attribution/execution/engine.py"
+# The code a verdict depends on, conservatively: the whole execution package, the dataset
+# records and loaders, the Parquet writer (a scoring-only edit merely discards the shards of an
+# interrupted run).
+_PACKAGE = Path(__file__).resolve().parent
+EXECUTION_CODE = (
+    *sorted(p for p in _PACKAGE.rglob("*.py") if "__pycache__" not in p.parts),
+    _PACKAGE.parent / "data" / "records.py",
+    _PACKAGE.parent / "data" / "loaders.py",
+    _PACKAGE.parent / "io.py",
+)
 ReferencesArg = str | Path | ReferenceTable | None
 
 
@@ -124,7 +131,11 @@ def _precheck(samples: pd.DataFrame, task_ids: set[str]) -> list[tuple[int, str,
 
 def execution_code_hash() -> str:
     """Content hash of the code verdicts depend on (part of the shards' fingerprint)."""
-    return code_hash(EXECUTION_CODE)
+    digest = hashlib.sha256()
+    for path in EXECUTION_CODE:
+        digest.update(path.relative_to(_PACKAGE.parent).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def execute_samples(
