@@ -168,6 +168,7 @@ class CausalTracer:
         self.num_layers = self.adapter.layers
         self.device = next(model.parameters()).device
         self.cache_kw = cache_keyword(model)
+        self.cpu_tokens = CPU_TOKENS_PER_FORWARD
         if self_test:
             check_adapter(model, self.adapter)
         # nnsight wraps the already-loaded model; every intervention goes through its envoys.
@@ -467,7 +468,7 @@ class CausalTracer:
         )
         rows = max(1, int(_free_memory(self.device) * 0.4 // per_row))
         if self.device.type == "cpu":
-            rows = min(rows, max(samples, CPU_TOKENS_PER_FORWARD // max(1, positions)))
+            rows = min(rows, max(samples, self.cpu_tokens // max(1, positions)))
         return max(rows, samples)
 
 
