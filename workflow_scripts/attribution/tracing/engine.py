@@ -249,7 +249,7 @@ class CausalTracer:
         start, end = span
         if not 0 <= start < end <= length:
             raise ValueError(f"token span {span} is not a non-empty range inside 0..{length}")
-        corruption = self._checked(corruption, ids, span, settings)
+        corruption = self.checked_corruption(corruption, ids, span, settings)
         clean = self.clean_run(ids)
         target = int(clean.probs.argmax()) if target_id is None else int(target_id)
         corrupted = self.corrupted_run(corruption)
@@ -294,13 +294,14 @@ class CausalTracer:
             sources=corruption.sources,
         )
 
-    def _checked(
+    def checked_corruption(
         self,
         corruption: Corruption | None,
         ids: torch.Tensor,
         span: tuple[int, int],
         settings: TraceSettings,
     ) -> Corruption:
+        """``corruption`` checked against the input and settings (None: ROME's noise)."""
         if corruption is None:
             return self.corruption_for(ids, span, settings)
         if corruption.kind != settings.corruption:

@@ -156,10 +156,12 @@ def check_adapter(model: Any, adapter: FamilyAdapter, probe_len: int = 8, seed: 
     if torch.equal(bumped[1], base_logits[1]):
         raise AdapterError(f"{adapter.family}: {adapter.embed} output does not reach the logits")
     # 5. noise added to the embedding output arrives unscaled at block 0
-    entering = _block0_input(model, ids, modules[("embed", 0)], modules[("hidden", 0)])
+    entering = _block0_input(
+        model, ids, modules[("embed", 0)], modules[("hidden", 0)]
+    )  # plain, bumped
     delta = (entering[1] - entering[0])[1:2].float()
     expected = torch.zeros_like(delta)
-    expected[:, 2] = 1.0
+    expected[:, 2] = _bump_vector(delta.shape[-1], delta.dtype, delta.device)
     if (delta - expected).abs().max().item() > tol * max(1.0, entering.abs().max().item()):
         raise AdapterError(
             f"{adapter.family}: a vector added to the output of {adapter.embed} reaches "
@@ -177,7 +179,7 @@ def _block0_input(model: Any, ids: torch.Tensor, embed: Any, block0: Any) -> tor
         got.append(_first_arg(args, kwargs).detach().clone())
 
     def bump(_m: Any, _a: Any, out: torch.Tensor) -> None:
-        out[1, 2] += 1.0
+        out[1, 2] += _bump_vector(out.shape[-1], out.dtype, out.device)
 
     handle = block0.register_forward_pre_hook(pre, with_kwargs=True)
     try:
@@ -196,8 +198,13 @@ def _copy_row0(h: torch.Tensor) -> None:
     h[1] = h[0]
 
 
+def _bump_vector(size: int, dtype: torch.dtype, device: Any) -> torch.Tensor:
+    # not constant across units: a LayerNorm would cancel a constant shift exactly
+    return torch.linspace(-1.0, 1.0, size, dtype=dtype, device=device)
+
+
 def _bump_row1(h: torch.Tensor) -> None:
-    h[1] += 1.0
+    h[1] += _bump_vector(h.shape[-1], h.dtype, h.device)
 
 
 def _run_with(model: Any, ids: torch.Tensor, module: Any, form: str, edit: Any) -> torch.Tensor:
