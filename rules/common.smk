@@ -202,6 +202,9 @@ _TRACE_CORE = [
     "attribution/tracing/adapters.py",
     "attribution/tracing/selftest.py",
     "attribution/tracing/engine.py",
+    "attribution/tracing/corruption.py",
+    "attribution/tracing/patching.py",
+    "attribution/tracing/agreement.py",
     "attribution/tracing/noise.py",
     "attribution/tracing/spans.py",
     "attribution/tracing/frames.py",
@@ -218,6 +221,7 @@ TRACE_CODE = {
     "summary": library_hash(
         [
             "attribution/tracing/summary.py",
+            "attribution/tracing/agreement.py",
             "attribution/tracing/frames.py",
             "attribution/tracing/jobs.py",
             "attribution/io.py",
@@ -236,13 +240,18 @@ def trace_settings():
     """What every traced cell depends on (not max_problems/force_problems: selection)."""
     settings = {
         key: TRACE[key]
-        for key in ("kinds", "samples", "window", "span", "seed", "batch_rows", "screen")
+        for key in (
+            "kinds", "samples", "window", "span", "seed", "batch_rows", "screen", "corruption"
+        )
         if key in TRACE
     }
     if "noise" in TRACE:
         settings["noise"] = TRACE["noise"]
     else:
         settings["noise_sigmas"] = TRACE.get("noise_sigmas", 3.0)
+    if TRACE.get("corruption", "noise") == "replace":  # token replacement has no noise scale
+        settings.pop("noise", None)
+        settings.pop("noise_sigmas", None)
     return settings
 
 

@@ -161,7 +161,7 @@ def test_screens_on_every_family(family):
     est = screen_estimates(tracer, ids[0], SPAN, settings, result.target_id, SCREENS, corruption)
     assert set(est) == set(SCREENS)
     for screen, grids in est.items():
-        for kind, grid in grids.items():
+        for grid in grids.values():
             assert grid.shape == (12, tracer.num_layers) and np.isfinite(grid).all()
             assert (grid[: SPAN[0]] == 0).all() and np.abs(grid[SPAN[0] :]).max() > 0
             if screen == "atp_star":

@@ -4,4 +4,8 @@ from _entry import setup
 from attribution.tracing.jobs import run_trace_summary
 
 log = setup(snakemake)  # noqa: F821
-run_trace_summary(list(snakemake.input.problems), snakemake.output[0])  # noqa: F821
+run_trace_summary(
+    list(snakemake.input.problems),  # noqa: F821
+    snakemake.output.summary,  # noqa: F821
+    snakemake.output.screens,  # noqa: F821
+)

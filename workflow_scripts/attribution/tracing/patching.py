@@ -30,7 +30,7 @@ a cancellation between paths cannot zero.
 
 The exact trace stays the reference: :func:`screen_agreement` reports, per screen and kind, the
 Spearman rank correlation with the exact indirect effect (signed, and of magnitudes) and the
-false-negative rate (:func:`false_negative_rate`).
+false-negative rate (:mod:`attribution.tracing.agreement`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,13 @@ import pandas as pd
 import torch
 
 from attribution.tracing.adapters import KINDS, as_output, get_module, hidden_of
+from attribution.tracing.agreement import (
+    AGREEMENT_COLUMNS,
+    SCREEN_COLUMNS,
+    agreement_row,
+    false_negative_rate,
+    spearman,
+)
 from attribution.tracing.corruption import Corruption
 from attribution.tracing.engine import (
     CausalTracer,
@@ -57,11 +64,18 @@ from attribution.tracing.engine import (
     restored_layers,
 )
 
-SCREENS = ("atp", "atp_qk", "atp_star")
-SIGNED = {"atp": True, "atp_qk": True, "atp_star": False}
-# an exact-trace cell is important when its |indirect effect| is at least this share of the
-# largest one of its kind (false-negative rate, see false_negative_rate)
-IMPORTANT_SHARE = 0.1
+SCREENS = tuple(SCREEN_COLUMNS)
+
+
+__all__ = [
+    "SCREENS",
+    "attribution_patching",
+    "false_negative_rate",
+    "rank_agreement",
+    "screen_agreement",
+    "screen_estimates",
+    "spearman",
+]
 
 
 def attribution_patching(
@@ -469,45 +483,6 @@ def _qk_fix(side: _QKSide, grads: _Grads, length: int) -> np.ndarray:
 
 
 # -- agreement with the exact trace ------------------------------------------------------------
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
-    ra = pd.Series(np.ravel(a)).rank().to_numpy()
-    rb = pd.Series(np.ravel(b)).rank().to_numpy()
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def false_negative_rate(
-    exact: np.ndarray, estimate: np.ndarray, share: float = IMPORTANT_SHARE
-) -> tuple[float, int]:
-    """``(rate, n_important)``: the important cells are those with ``|exact|`` at least
-    ``share`` of the largest; the screen keeps as many cells as there are important ones, its
-    largest ``|estimate|``; a false negative is an important cell it does not keep (AtP*'s
-    concern: a verification budget spent on the screen's top cells misses it). NaN when no
-    cell has an effect."""
-    exact, estimate = np.abs(np.ravel(exact)), np.abs(np.ravel(estimate))
-    top = exact.max(initial=0.0)
-    if not top > 0:
-        return float("nan"), 0
-    important = exact >= share * top
-    count = int(important.sum())
-    kept = np.zeros_like(important)
-    kept[np.argsort(-estimate, kind="stable")[:count]] = True
-    return float((important & ~kept).sum() / count), count
-
-
-AGREEMENT_COLUMNS = [
-    "screen",
-    "kind",
-    "spearman",
-    "spearman_abs",
-    "false_negative_rate",
-    "n_important",
-    "n_cells",
-]
-
-
 def screen_agreement(
     result: TraceResult, estimates: dict[str, dict[str, np.ndarray]]
 ) -> pd.DataFrame:
@@ -519,18 +494,7 @@ def screen_agreement(
         for kind, grid in result.scores.items():
             exact = grid[result.computed] - result.low
             approx = grids[kind][result.computed]
-            rate, count = false_negative_rate(exact, approx)
-            rows.append(
-                {
-                    "screen": screen,
-                    "kind": kind,
-                    "spearman": spearman(exact, approx) if SIGNED[screen] else math.nan,
-                    "spearman_abs": spearman(np.abs(exact), np.abs(approx)),
-                    "false_negative_rate": rate,
-                    "n_important": count,
-                    "n_cells": int(exact.size),
-                }
-            )
+            rows.append(agreement_row(screen, kind, exact, approx, SCREEN_COLUMNS[screen][1]))
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
 
 
