@@ -87,3 +87,15 @@ def test_token_replacement_equals_naive(family):
     assert abs(high - low) > 1e-3
     for kind in settings.kinds:
         np.testing.assert_allclose(result.scores[kind], ref[kind], atol=ATOL, rtol=0)
+
+
+def test_sliding_window_is_in_force():
+    """Mistral with window 4 and 2 layers: tokens 2-3 are outside the last position's receptive
+    field, so corrupting them changes nothing; the engine's prefix reuse must not widen it."""
+    model, parts = random_family_model("mistral")
+    ids = _ids(seed=7, length=14)
+    result = CausalTracer(model).trace(ids[0], (2, 4), TraceSettings(noise=_nu(parts, ids)))
+    # equal up to float rounding (clean: 1 row, corrupted: 10); inside the field it is ~1e-2
+    assert result.high == pytest.approx(result.low, abs=1e-6)
+    for grid in result.scores.values():
+        np.testing.assert_allclose(grid, result.low, atol=1e-6, rtol=0)

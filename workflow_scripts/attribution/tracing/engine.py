@@ -55,8 +55,9 @@ from attribution.tracing.adapters import (
 from attribution.tracing.corruption import CORRUPTIONS, Corruption, gaussian_corruption
 from attribution.tracing.selftest import check_adapter
 
-# Row-positions (rows x recomputed positions) per forward on the CPU. Larger CPU batches are
-# memory-bound and slower per cell; see benchmarks/bench_tracing.py (--cpu-tokens sweep).
+# Row-positions (rows x recomputed positions) per forward on the CPU. benchmarks/bench_tracing.py
+# --cpu-tokens sweep (tiny OLMo-2, span at token 0): CPU time flat from 1k to 16k, ~30% more at
+# 64k; memory-sized batches (~2,000 rows x hundreds of positions) were about twice as slow.
 CPU_TOKENS_PER_FORWARD = 4096
 
 
