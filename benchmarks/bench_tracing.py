@@ -11,7 +11,9 @@ The loop's cost per cell does not depend on the cell (one full forward each), so
 ``--loop-cells`` cells spread evenly over the grid and scaled to the grid; those cells are also
 the ones compared with the engine (max abs difference). Times are process CPU seconds (steady on
 a shared machine; ``--threads`` torch threads, 1 by default) and wall seconds.
-``--cpu-tokens`` sweeps the engine's CPU batch cap (row-positions per forward) on the start span.
+``--cpu-tokens`` sweeps the engine's CPU batch cap (row-positions per forward) on the start span;
+``--screens`` times each gradient screen (atp, atp_qk, atp_star) on the input span against the
+exact trace and prints its agreement with it.
 
     .venv/bin/python benchmarks/bench_tracing.py [--samples 10] [--layers 2] [--hidden 64]
         [--threads 1] [--loop-cells 36] [--scenarios start,middle,...] [--cpu-tokens 1024,4096]
@@ -136,6 +138,7 @@ def main() -> int:
     parser.add_argument("--loop-cells", type=int, default=36)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--cpu-tokens", default="", help="comma list: sweep the CPU batch cap")
+    parser.add_argument("--screens", action="store_true", help="time the gradient screens")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_grad_enabled(False)
@@ -188,7 +191,38 @@ def main() -> int:
             ),
             flush=True,
         )
+    if args.screens:
+        time_screens(tracer, ids, spans["input"], settings)
     return 0
+
+
+def time_screens(tracer, ids, span, settings):
+    from attribution.tracing.patching import SCREENS, screen_agreement, screen_estimates
+
+    w0, c0 = _clock()
+    result = tracer.trace(ids[0], span, settings)
+    exact_cpu = time.process_time() - c0
+    print(json.dumps({"screen": "exact", "cpu_s": round(exact_cpu, 2)}), flush=True)
+    for screen in SCREENS:
+        w0, c0 = _clock()
+        est = screen_estimates(tracer, ids[0], span, settings, result.target_id, (screen,))
+        cpu = time.process_time() - c0
+        table = screen_agreement(result, est)
+        print(
+            json.dumps(
+                {
+                    "screen": screen,
+                    "cpu_s": round(cpu, 2),
+                    "wall_s": round(time.perf_counter() - w0, 2),
+                    "vs_exact_cpu": round(cpu / exact_cpu, 2),
+                    "spearman_abs": dict(zip(table.kind, table.spearman_abs.round(3), strict=True)),
+                    "false_negative_rate": dict(
+                        zip(table.kind, table.false_negative_rate.round(3), strict=True)
+                    ),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -193,3 +193,10 @@ def test_unknown_screen_is_an_error():
     tracer, ids, settings, _corruption = _setup("llama")
     with pytest.raises(ValueError, match="screens"):
         screen_estimates(tracer, ids[0], SPAN, settings, 7, ("atp", "acdc"))
+
+
+def test_screens_work_with_gradients_turned_off():
+    tracer, ids, settings, corruption = _setup("llama", dtype=torch.float32)
+    with torch.no_grad():
+        est = screen_estimates(tracer, ids[0], SPAN, settings, 7, ("atp",), corruption)
+    assert np.abs(est["atp"]["hidden"]).max() > 0

@@ -263,7 +263,8 @@ def _grad_forward(
                 )
             acts["hidden"].append(hidden)
         logits = lm.output.logits.save()
-    metric = last_probs(logits)[0, target].double() / corruption.rows
+    with torch.enable_grad():  # callers may have turned gradients off globally
+        metric = last_probs(logits)[0, target].double() / corruption.rows
     return _GradRun(acts, q, k, v, o, kw, metric, mask)
 
 
