@@ -12,7 +12,7 @@ CONSTRAINTS ?= constraints-cpu.txt
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint format dry-run clean-results
+.PHONY: install demo resume test lint format dry-run clean-results
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ demo: install
 	@echo "  models        models/*/"
 	@ls -d results/summary results/figures 2>/dev/null | sed 's/^/  results       /' || true
 	@echo "  logs          logs/   (one per job; timings in benchmarks_out/)"
+
+# Bring back a run that was killed (kill -9, a dropped login session, a node failure): removes
+# Snakemake's stale lock only when no Snakemake process of this directory is alive, then reruns
+# (incomplete outputs are redone; generation shards and fine-tuning checkpoints are kept).
+# Arguments of the run, e.g. `make resume ARGS="--configfile presets/olmo2-7b.yaml"`.
+ARGS ?=
+resume: install
+	$(BIN)/python -m attribution.resume --cores $(CORES) --resources gpu=$(GPUS) $(ARGS)
 
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS=--slurm` (needs tests/slurm/up.sh first).
 PYTEST_ARGS ?=

@@ -26,3 +26,6 @@ rule all:
     input:
         all_targets(),
     default_target: True
+
+
+check_code_params()

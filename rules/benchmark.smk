@@ -13,7 +13,7 @@ rule generate:
         model=generation_model,
         seed=config["generation"]["seed"],
         backend=config["generation"]["backend"],
-        code=CODE["generation"],
+        code=code_of("generate.py"),
     resources:
         gpu=generation_gpus,
     threads: config["generation"]["threads"]
@@ -34,7 +34,7 @@ rule execute:
     output:
         "results/{model}/{benchmark}/executions.parquet",
     params:
-        code=CODE["execution"],
+        code=code_of("execute.py"),
     threads: config["execution"]["workers"]
     log:
         "logs/execute/{model}/{benchmark}.log",
@@ -53,7 +53,7 @@ rule score:
         "results/{model}/{benchmark}/metrics.json",
     params:
         ks=lambda wc: benchmark_settings(wc.benchmark)["ks"],
-        code=CODE["score"],
+        code=code_of("score.py"),
     log:
         "logs/score/{model}/{benchmark}.log",
     benchmark:
@@ -73,8 +73,8 @@ rule summarize:
     params:
         runs=summary_runs(),
         datasets=summary_datasets(),
-        code_version="+".join(CODE[s] for s in ("generation", "execution", "score")),
-        code=CODE["summary"],
+        code_version="+".join(code_of(s) for s in ("generate.py", "execute.py", "score.py")),
+        code=code_of("summarize.py"),
     log:
         "logs/summarize.log",
     benchmark:

@@ -1,4 +1,5 @@
 # Shared setup and input functions. Everything else lives in workflow_scripts/attribution.
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from attribution.config import (  # noqa: E402
     expand_models,
 )
 from attribution.data.records import BENCHMARK_DATASET  # noqa: E402
-from attribution.hashing import library_hash  # noqa: E402
+from attribution.hashing import code_hash  # noqa: E402
 
 
 try:
@@ -41,28 +42,32 @@ wildcard_constraints:
     benchmark="|".join(BENCHMARKS),
 
 
-# Library content hashes, one per stage: a param that changes only when the code a stage runs
-# changes (Snakemake's own `code` trigger sees only the entry script; profiles drop it).
-CODE = {
-    "data": library_hash(["attribution/data", "attribution/io.py"]),
-    "build": library_hash(["attribution/models", "attribution/io.py"]),
-    "generation": library_hash(
-        ["attribution/generation", "attribution/models/loading.py", "attribution/io.py"]
-    ),
-    # execute and score share engine.py; passk.py is scoring only, the checkers execution only.
-    "execution": library_hash(
-        [
-            f"attribution/execution/{m}.py"
-            for m in ("__init__", "sandbox", "engine", "humanevalplus", "cruxeval", "apps")
-        ]
-        + ["attribution/data/records.py", "attribution/io.py"]
-    ),
-    "score": library_hash(["attribution/execution/engine.py", "attribution/execution/passk.py"]),
-    "summary": library_hash(["attribution/summary.py", "attribution/config.py", "attribution/io.py"]),
-    "finetune": library_hash(
-        ["attribution/finetune", "attribution/data", "attribution/models", "attribution/io.py"]
-    ),
-}
+# Code hashes, one per entry script: a param that changes only when the script or a module it
+# imports (its import closure, found from the code: attribution/hashing.py) changes. Snakemake's
+# own `code` trigger sees only the script's mtime; the profiles drop it. Every rule with a
+# `script:` carries `code=code_of(<that script>)`; check_code_params (end of the Snakefile)
+# fails the DAG build when one does not.
+SCRIPTS = Path(workflow.basedir) / "workflow_scripts"
+
+
+def code_of(script):
+    """Content hash of ``workflow_scripts/<script>`` and its import closure."""
+    return code_hash(script, SCRIPTS)
+
+
+def check_code_params():
+    """Every rule that runs a script carries that script's code hash as its ``code`` param."""
+    for each in workflow.rules:
+        if each.script is None:
+            continue
+        script = Path(os.path.normpath(Path(each.snakefile).parent / each.script))
+        expected = code_of(script)
+        got = dict(each.params.items()).get("code")
+        if got != expected:
+            raise WorkflowError(
+                f"{each.name} (a script rule) must pass params code=code_of({script.name!r}), the "
+                f"content hash of the code it runs; it passes {got!r}"
+            )
 
 
 def model_ref(wildcards):
@@ -198,38 +203,6 @@ TRACE_MODELS = [
     if "cruxeval_o" in ref.benchmarks
     and (TRACE.get("models", "all") == "all" or ref.entry in TRACE["models"] or m in TRACE["models"])
 ]
-_TRACE_CORE = [
-    "attribution/tracing/adapters.py",
-    "attribution/tracing/selftest.py",
-    "attribution/tracing/engine.py",
-    "attribution/tracing/corruption.py",
-    "attribution/tracing/patching.py",
-    "attribution/tracing/agreement.py",
-    "attribution/tracing/noise.py",
-    "attribution/tracing/spans.py",
-    "attribution/tracing/frames.py",
-    "attribution/tracing/jobs.py",
-    "attribution/models/loading.py",
-    "attribution/io.py",
-]
-TRACE_CODE = {
-    "select": library_hash(
-        ["attribution/tracing/selection.py", "attribution/tracing/jobs.py", "attribution/io.py"]
-    ),
-    "trace": library_hash(_TRACE_CORE),
-    "norms": library_hash([*_TRACE_CORE, "attribution/tracing/norms.py"]),
-    "summary": library_hash(
-        [
-            "attribution/tracing/summary.py",
-            "attribution/tracing/agreement.py",
-            "attribution/tracing/frames.py",
-            "attribution/tracing/jobs.py",
-            "attribution/io.py",
-        ]
-    ),
-}
-
-
 def trace_model(wildcards):
     """The model fields a trace job depends on."""
     ref = MODELS[wildcards.model]

@@ -14,7 +14,7 @@ rule download_dataset:
         provenance="data/raw/{dataset}.json",
     params:
         spec=lambda wc: config["datasets"][wc.dataset],
-        code=CODE["data"],
+        code=code_of("download_dataset.py"),
     log:
         "logs/download_dataset/{dataset}.log",
     benchmark:
@@ -31,7 +31,7 @@ rule format_prompts:
     output:
         "data/prompts/{benchmark}.parquet",
     params:
-        code=CODE["data"],
+        code=code_of("format_prompts.py"),
     log:
         "logs/format_prompts/{benchmark}.log",
     benchmark:

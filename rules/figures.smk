@@ -23,33 +23,6 @@ FINETUNE_PAIRS = finetune_pairs(config, MODELS)
 # Models the trace stage runs (rules/trace.smk).
 TRACED = TRACE_MODELS
 MAX_HEATMAPS = FIGURES.get("max_trace_heatmaps", 6)
-# One content hash per figure family: editing one plot module reruns only its figures.
-_PLOT_BASE = ["attribution/plots/style.py", "attribution/plots/targets.py", "attribution/io.py"]
-PLOT_CODE = {
-    "pass_at_k": library_hash([*_PLOT_BASE, "attribution/plots/metrics.py"]),
-    "finetune": library_hash(
-        [*_PLOT_BASE, "attribution/plots/metrics.py", "attribution/plots/finetune.py"]
-    ),
-    "checkpoints": library_hash(
-        [
-            *_PLOT_BASE,
-            "attribution/plots/metrics.py",
-            "attribution/plots/finetune.py",
-            "attribution/plots/checkpoints.py",
-            "attribution/config.py",
-        ]
-    ),
-    "trace": library_hash([*_PLOT_BASE, "attribution/plots/trace.py"]),
-    "comparison": library_hash(
-        [
-            *_PLOT_BASE,
-            "attribution/comparison.py",
-            "attribution/plots/metrics.py",
-            "attribution/execution/passk.py",
-        ]
-    ),
-}
-
 STAGE_TARGETS.append(lambda: ["results/figures/index.tsv"])
 
 
@@ -70,6 +43,8 @@ rule figures:
         ),
     output:
         "results/figures/index.tsv",
+    params:
+        code=code_of("figures_index.py"),
     log:
         "logs/figures/index.log",
     benchmark:
@@ -93,7 +68,7 @@ rule plot_pass_at_k:
         pdf="results/figures/pass_at_k_{family}.pdf",
     params:
         models=list(MODELS),
-        code=PLOT_CODE["pass_at_k"],
+        code=code_of("plot_pass_at_k.py"),
     log:
         "logs/figures/pass_at_k_{family}.log",
     benchmark:
@@ -116,7 +91,7 @@ rule plot_finetune_before_after:
         pdf="results/figures/finetune_before_after.pdf",
     params:
         pairs=FINETUNE_PAIRS,
-        code=PLOT_CODE["finetune"],
+        code=code_of("plot_finetune_before_after.py"),
     log:
         "logs/figures/finetune_before_after.log",
     benchmark:
@@ -139,7 +114,7 @@ rule plot_finetune_loss:
         pdf="results/figures/finetune_loss.pdf",
     params:
         models=[model for model, _ in FINETUNE_PAIRS],
-        code=PLOT_CODE["finetune"],
+        code=code_of("plot_finetune_loss.py"),
     log:
         "logs/figures/finetune_loss.log",
     benchmark:
@@ -162,7 +137,7 @@ rule plot_checkpoints:
         pdf="results/figures/checkpoints_{entry}.pdf",
     params:
         axis=FIGURES.get("checkpoint_axis", "step"),
-        code=PLOT_CODE["checkpoints"],
+        code=code_of("plot_checkpoints.py"),
     log:
         "logs/figures/checkpoints_{entry}.log",
     benchmark:
@@ -186,7 +161,7 @@ rule plot_trace_heatmap:
         pdf="results/figures/trace/{model}/{problem}.pdf",
     params:
         value=FIGURES.get("trace_value", "p"),
-        code=PLOT_CODE["trace"],
+        code=code_of("plot_trace_heatmap.py"),
     log:
         "logs/figures/trace/{model}/{problem}.log",
     benchmark:
@@ -209,7 +184,7 @@ rule plot_trace_aie:
         ),
         pdf="results/figures/trace_aie_{model}.pdf",
     params:
-        code=PLOT_CODE["trace"],
+        code=code_of("plot_trace_aie.py"),
     log:
         "logs/figures/trace_aie_{model}.log",
     benchmark:
@@ -232,7 +207,7 @@ rule plot_activation_norms:
         pdf="results/figures/activation_norms.pdf",
     params:
         models=TRACED,
-        code=PLOT_CODE["trace"],
+        code=code_of("plot_activation_norms.py"),
     log:
         "logs/figures/activation_norms.log",
     benchmark:
@@ -262,7 +237,7 @@ rule compare_models:
         reference=FIGURES.get("reference_model"),
         extra_pairs=comparison_pairs_from_config(config, MODELS),
         bootstrap=FIGURES.get("bootstrap", {}),
-        code=PLOT_CODE["comparison"],
+        code=code_of("compare_models.py"),
     log:
         "logs/compare_models.log",
     benchmark:

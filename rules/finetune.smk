@@ -33,7 +33,7 @@ rule finetune:
     params:
         spec=lambda wc: config["models"][wc.model]["finetune"],
         base=finetune_base,
-        code=CODE["finetune"],
+        code=code_of("finetune.py"),
     resources:
         gpu=lambda wc: config["models"][wc.model]["finetune"].get("gpus", 1),
     threads: 2

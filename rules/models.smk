@@ -11,7 +11,7 @@ rule build_model:
         model=models_of("build"),
     params:
         spec=lambda wc: config["models"][wc.model]["build"],
-        code=CODE["build"],
+        code=code_of("build_model.py"),
     log:
         "logs/build_model/{model}.log",
     benchmark:

@@ -24,7 +24,7 @@ checkpoint select_trace_problems:
         "results/{model}/trace/selected.parquet",
     params:
         selection=trace_selection(),
-        code=TRACE_CODE["select"],
+        code=code_of("select_trace_problems.py"),
     log:
         "logs/trace/select/{model}.log",
     benchmark:
@@ -44,7 +44,7 @@ rule causal_trace:
     params:
         model=trace_model,
         settings=trace_settings(),
-        code=TRACE_CODE["trace"],
+        code=code_of("causal_trace.py"),
     resources:
         gpu=1,
     threads: TRACE.get("threads", 2)
@@ -66,7 +66,7 @@ rule trace_summary:
         summary="results/{model}/trace/summary.parquet",
         screens="results/{model}/trace/screens.parquet",
     params:
-        code=TRACE_CODE["summary"],
+        code=code_of("trace_summary.py"),
     log:
         "logs/trace/summary/{model}.log",
     benchmark:
@@ -87,7 +87,7 @@ rule activation_norms:
     params:
         model=trace_model,
         settings=trace_settings(),
-        code=TRACE_CODE["norms"],
+        code=code_of("activation_norms.py"),
     resources:
         gpu=1,
     threads: TRACE.get("threads", 2)

@@ -238,3 +238,26 @@ def test_real_apps_files(shared_benchmarks):
     assert selected.attrs["renamed_duplicate_ids"]  # the file repeats ids; none is dropped
     examples = load_dataset_file("apps", apps / "coderl_test_example_tests.jsonl")
     assert len(examples) == 5000
+
+
+def test_format_key_decides_how_a_local_file_is_read(tmp_path):
+    """`datasets.*.format` is used: a file without a telling suffix reads with the named
+    format; a format that does not fit the path is an error naming both."""
+    rows = (SAMPLES / "cruxeval.jsonl").read_bytes()
+    (tmp_path / "crux.txt").write_bytes(rows)
+    spec = {"source": "local", "path": str(tmp_path / "crux.txt")}
+    with pytest.raises(DatasetFormatError, match="unknown dataset format.*`format:`"):
+        download_dataset("cruxeval", spec)
+    frame, _ = download_dataset("cruxeval", {**spec, "format": "jsonl"})
+    expected, _ = download_dataset("cruxeval", {**spec, "path": str(SAMPLES / "cruxeval.jsonl")})
+    pd.testing.assert_frame_equal(frame, expected)
+    expected.to_parquet(tmp_path / "crux.data", index=False)
+    frame, _ = download_dataset(
+        "cruxeval", {**spec, "path": str(tmp_path / "crux.data"), "format": "parquet"}
+    )
+    pd.testing.assert_frame_equal(frame, expected)
+    with pytest.raises(DatasetFormatError, match="format apps_dir does not fit a file"):
+        download_dataset("cruxeval", {**spec, "format": "apps_dir"})
+    # `parquet` on a JSONL file is read as Parquet, not silently as JSONL
+    with pytest.raises(Exception, match="(?i)parquet"):
+        download_dataset("cruxeval", {**spec, "format": "parquet"})

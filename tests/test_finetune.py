@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 from attribution.data.loaders import load_dataset_file
@@ -42,7 +44,7 @@ from attribution.finetune.spec import (
     lora_target_modules,
 )
 from attribution.finetune.tracking import WandbConfigError, WandbSettings
-from attribution.finetune.train import FinetuneJob, last_complete_checkpoint
+from attribution.finetune.train import FinetuneJob, job_fingerprint, last_complete_checkpoint
 from attribution.models.loading import load_model_and_tokenizer, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -411,3 +413,156 @@ def test_changed_job_does_not_resume_foreign_checkpoints(tmp_path, tiny_model_di
     (fake / "trainer_state.json").write_text("{}")  # written by some other job setting
     result = launch(job)
     assert result.resumed_from is None and result.global_step == 2
+
+
+# ------------------------------------------------------------------------------------------
+# Exact resume: what a checkpoint depends on, seeds, the final checkpoint
+
+KILL_AFTER_TRAINING = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from transformers import TrainerCallback
+    from attribution.finetune.launch import launch
+    from attribution.finetune.train import FinetuneJob
+
+    class Die(TrainerCallback):  # killed after the final checkpoint, before eval and save
+        def on_train_end(self, args, state, control, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    launch(FinetuneJob.from_dict(json.load(open(sys.argv[1]))), callbacks=[Die()])
+    """
+)
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    return load_model_and_tokenizer(folder, dtype="float32", device="cpu").model.state_dict()
+
+
+def assert_same_weights(a, b) -> None:
+    wa, wb = weights(a), weights(b)
+    assert set(wa) == set(wb)
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, different
+
+
+def test_kill_after_the_final_checkpoint_trains_no_more(tmp_path, tiny_model_dir, apps_parquet):
+    """max_steps ends mid-epoch; the job dies after its last checkpoint (during the final
+    evaluation or save). The rerun loads that checkpoint and trains nothing more: the same
+    step count, weights and history as an uninterrupted run."""
+    settings = dict(max_steps=6, save_steps=3, eval_fraction=0.25)
+    reference = make_job(tiny_model_dir, apps_parquet, tmp_path / "ref", **settings)
+    ref_result = launch(reference)
+    steps_per_epoch = -(-ref_result.train_blocks // 2)  # batch 2, one process
+    assert 6 % steps_per_epoch != 0, "the test needs max_steps to end mid-epoch"
+
+    job = make_job(tiny_model_dir, apps_parquet, tmp_path / "run", **settings)
+    (tmp_path / "job.json").write_text(json.dumps(job.to_dict()))
+    (tmp_path / "runner.py").write_text(KILL_AFTER_TRAINING)
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "job.json")],
+        env=dict(os.environ, PYTHONPATH=str(REPO / "workflow_scripts")),
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert last_complete_checkpoint(job.checkpoint_dir).name == "checkpoint-6"
+    assert not Path(job.model_dir, "config.json").exists()
+
+    result = launch(job)
+    assert result.resumed_from == str(job.checkpoint_dir / "checkpoint-6")
+    assert result.global_step == ref_result.global_step == 6  # not 7
+    assert_same_weights(job.model_dir, reference.model_dir)
+    history, ref_history = pd.read_parquet(job.history), pd.read_parquet(reference.history)
+    pd.testing.assert_frame_equal(
+        history.drop(columns="wall_time_s"), ref_history.drop(columns="wall_time_s")
+    )
+    assert result.final_eval_loss == pytest.approx(ref_result.final_eval_loss, rel=1e-6)
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_model_dir, apps_parquet):
+    """A stop at a mid-run checkpoint, then a rerun: the final weights equal an uninterrupted
+    run's (RNG, optimizer, scheduler and data position all come back)."""
+    settings = dict(max_steps=6, save_steps=3)
+    reference = make_job(tiny_model_dir, apps_parquet, tmp_path / "ref", **settings)
+    launch(reference)
+
+    class StopAt3(TrainerCallback):  # as if killed right after checkpoint-3
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                control.should_training_stop = True
+
+    job = make_job(
+        tiny_model_dir, apps_parquet, tmp_path / "run", keep_checkpoints=True, **settings
+    )
+    launch(job, callbacks=[StopAt3()])
+    shutil.rmtree(job.model_dir)  # what Snakemake does with an incomplete output
+    result = launch(job)
+    assert result.resumed_from == str(job.checkpoint_dir / "checkpoint-3")
+    assert result.global_step == 6
+    assert_same_weights(job.model_dir, reference.model_dir)
+
+
+def test_fingerprint_follows_base_content_data_and_settings(tmp_path, tiny_model_dir, apps_parquet):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    data = tmp_path / "apps.parquet"
+    shutil.copy(apps_parquet, data)
+    job = make_job(base, data, tmp_path / "out")
+    before = job_fingerprint(job)
+    for path in (*base.iterdir(), data):  # a touch or a copy keeps the content
+        path.write_bytes(path.read_bytes())
+    assert job_fingerprint(job) == before
+    changed = {
+        "lr": replace(job, spec=replace(job.spec, lr=1e-3)),
+        "lora": replace(job, spec=replace(job.spec, lora=replace(job.spec.lora, r=8))),
+        "code": replace(job, code="other"),
+        "nproc": replace(job, nproc=2),
+    }
+    for what, other in changed.items():
+        assert job_fingerprint(other) != before, what
+    frame = pd.read_parquet(data)
+    frame.iloc[:-1].to_parquet(data, index=False)
+    assert job_fingerprint(job) != before, "data content"
+    shutil.copy(apps_parquet, data)
+    assert job_fingerprint(job) == before
+    tensors = load_file(base / "model.safetensors")
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, base / "model.safetensors", metadata={"format": "pt"})
+    assert job_fingerprint(job) != before, "base weights"
+
+
+def test_rebuilt_base_at_the_same_path_is_not_resumed(tmp_path, tiny_model_dir, apps_parquet):
+    base = tmp_path / "models" / "base"
+    shutil.copytree(tiny_model_dir, base)
+    job = make_job(base, apps_parquet, tmp_path / "out", max_steps=2, save_steps=1)
+    job = replace(job, spec=replace(job.spec, keep_checkpoints=True))
+    launch(job)
+    first = weights(job.model_dir)
+    # The base is rebuilt in place: same path, same config, other weights.
+    model = load_model_and_tokenizer(base, dtype="float32", device="cpu")
+    with torch.no_grad():
+        for param in model.model.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    from attribution.models.saving import save_model_folder
+
+    save_model_folder(model.model, model.tokenizer, base, {})
+    shutil.rmtree(job.model_dir)
+    result = launch(job)
+    assert result.resumed_from is None and result.global_step == 2
+    second = weights(job.model_dir)
+    assert not torch.equal(first["model.embed_tokens.weight"], second["model.embed_tokens.weight"])
+
+
+def test_two_lora_runs_with_one_seed_give_identical_weights(tmp_path, tiny_llama_dir, apps_parquet):
+    settings = dict(method="lora", lr=2e-2, max_steps=2, lora={"r": 4, "alpha": 8, "dropout": 0.1})
+    runs = [
+        make_job(tiny_llama_dir, apps_parquet, tmp_path / name, seed=seed, **settings)
+        for name, seed in (("a", 3), ("b", 3), ("c", 4))
+    ]
+    for i, job in enumerate(runs):
+        torch.manual_seed(1000 + i)  # whatever the process's RNG held before must not matter
+        launch(job)
+    assert_same_weights(runs[0].model_dir, runs[1].model_dir)
+    a, c = weights(runs[0].model_dir), weights(runs[2].model_dir)
+    assert any(not torch.equal(a[k], c[k]) for k in a), "the seed must matter"

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from attribution import provenance
 from attribution.finetune.history import HISTORY_COLUMNS
 from workflow_utils import dry_run, make_workspace, merged, repo_config, run_snakemake
 
@@ -99,7 +100,8 @@ def test_finetune_rule_runs_on_a_train_split_dataset(tmp_path):
     target = "results/finetune/tiny-olmo2-apps/history.parquet"
     run_snakemake(ws, target)
     history = pd.read_parquet(ws / target)
-    assert list(history.columns) == list(HISTORY_COLUMNS) and history["step"].max() == 4
+    assert list(history.columns) == [*HISTORY_COLUMNS, *provenance.COLUMNS]
+    assert history["step"].max() == 4 and set(history["backend"]) == {"trainer"}
     model_config = ws / "models" / "tiny-olmo2-apps" / "config.json"
     assert model_config.exists() and (ws / "models/tiny-olmo2-apps/model.safetensors").exists()
     assert not os.stat(model_config).st_mode & stat.S_IWUSR  # protected()

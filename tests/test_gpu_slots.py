@@ -45,20 +45,47 @@ def test_a_job_with_two_gpus_takes_two_slots(tmp_path):
         lease_gpus(4, env=fake_env(3), lock_dir=tmp_path)
 
 
-def test_scheduler_and_preset_devices_are_kept(tmp_path):
+def test_scheduler_devices_are_kept(tmp_path):
     env = {"SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "3"}
     lease = lease_gpus(1, env=env, lock_dir=tmp_path)
     assert (lease.source, lease.devices, env["CUDA_VISIBLE_DEVICES"]) == ("slurm", ["3"], "3")
-    env = {"CUDA_VISIBLE_DEVICES": "2,5"}
-    lease = lease_gpus(1, env=env, lock_dir=tmp_path)
-    assert (lease.source, lease.devices) == ("preset", ["2", "5"])
     assert not list(tmp_path.iterdir())  # no lock taken
+
+
+def test_leases_stay_inside_an_exported_device_set(tmp_path):
+    """CUDA_VISIBLE_DEVICES=0,1,2,3 exported in the shell: each job takes N of those four,
+    never all of them; the ids are the given ones, not 0..N-1."""
+    leases, seen = [], []
+    for _ in range(4):
+        env = {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+        leases.append(lease_gpus(1, env=env, lock_dir=tmp_path, timeout=0))
+        seen.append(env["CUDA_VISIBLE_DEVICES"])
+    assert sorted(seen) == ["0", "1", "2", "3"]
+    assert all(lease.source == "leased" for lease in leases)
+    with pytest.raises(GpuSlotError, match="no 1 free GPU slot"):
+        lease_gpus(1, env={"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, lock_dir=tmp_path, timeout=0)
+    for lease in leases:
+        lease.release()
+    env = {"CUDA_VISIBLE_DEVICES": "5,7", "ATTRIBUTION_GPU_SLOTS": "8"}  # the given set wins
+    pair = lease_gpus(2, env=env, lock_dir=tmp_path, timeout=0)
+    assert pair.devices == ["5", "7"] and env["CUDA_VISIBLE_DEVICES"] == "5,7"
+    with pytest.raises(GpuSlotError, match=r"asks for 3 GPU\(s\) but CUDA_VISIBLE_DEVICES='5,7'"):
+        lease_gpus(3, env={"CUDA_VISIBLE_DEVICES": "5,7"}, lock_dir=tmp_path)
+    pair.release()
+    uuid = "GPU-8b1d0c4e-1f2a-4c3b-9d8e-7f6a5b4c3d2e"
+    env = {"CUDA_VISIBLE_DEVICES": f"{uuid},MIG-1/2/3"}
+    lease = lease_gpus(2, env=env, lock_dir=tmp_path, timeout=0)
+    assert env["CUDA_VISIBLE_DEVICES"] == f"{uuid},MIG-1/2/3"
+    assert {p.name for p in tmp_path.iterdir()} >= {f"gpu{uuid}.lock", "gpuMIG-1_2_3.lock"}
+    lease.release()
 
 
 def test_no_gpu_means_cpu_and_gpu0_jobs_see_none(tmp_path):
     env = fake_env(0)
     assert lease_gpus(1, env=env, lock_dir=tmp_path).source == "cpu"
     assert "CUDA_VISIBLE_DEVICES" not in env
+    env = {"CUDA_VISIBLE_DEVICES": ""}  # hidden on purpose: no GPU
+    assert lease_gpus(1, env=env, lock_dir=tmp_path).source == "cpu"
     env = fake_env(2)
     assert lease_gpus(0, env=env, lock_dir=tmp_path).source == "none"
     assert env["CUDA_VISIBLE_DEVICES"] == ""
@@ -130,6 +157,7 @@ def test_snakemake_gpu_jobs_get_distinct_slots(tmp_path, budget):
         ATTRIBUTION_GPU_LOCK_DIR=str(tmp_path / "locks"),
     )
     env.pop("CUDA_VISIBLE_DEVICES", None)
+    env.pop("SLURM_JOB_ID", None)
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", f"gpu={budget}"],
         cwd=tmp_path,
@@ -147,3 +175,31 @@ def test_snakemake_gpu_jobs_get_distinct_slots(tmp_path, budget):
         assert {a["devices"], b["devices"]} == {"0", "1"}
     else:
         assert not overlap, (a, b)  # gpu=1: one at a time
+
+
+@pytest.mark.slow
+def test_snakemake_jobs_lease_inside_an_exported_set(tmp_path):
+    """`export CUDA_VISIBLE_DEVICES=4,6` then snakemake with gpu=2: two gpu=1 jobs run at once,
+    one on 4 and one on 6 (before: both saw 4,6)."""
+    (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    (tmp_path / "job.py").write_text(JOB)
+    env = dict(
+        os.environ,
+        LIBRARY=str(REPO / "workflow_scripts"),
+        CUDA_VISIBLE_DEVICES="4,6",
+        ATTRIBUTION_GPU_LOCK_DIR=str(tmp_path / "locks"),
+    )
+    env.pop("ATTRIBUTION_GPU_SLOTS", None)
+    env.pop("SLURM_JOB_ID", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "gpu=2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f"out/{i}.json").read_text()) for i in (1, 2))
+    assert min(a["end"], b["end"]) > max(a["start"], b["start"])  # at once
+    assert {a["devices"], b["devices"]} == {"4", "6"}

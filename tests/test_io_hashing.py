@@ -1,4 +1,4 @@
-"""Atomic writes and library content hashes."""
+"""Atomic writes (code hashes: tests/test_code_hash.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import pandas as pd
 import pytest
 
-from attribution.hashing import library_hash
 from attribution.io import atomic_path, write_json, write_parquet
 
 
@@ -29,18 +28,3 @@ def test_write_parquet_and_json(tmp_path):
         write_json({"b": 1, "a": [1.5]}, tmp_path / "m.json").read_text()
         == '{\n  "a": [\n    1.5\n  ],\n  "b": 1\n}\n'
     )
-
-
-def test_library_hash_tracks_content_not_mtime(tmp_path):
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    (pkg / "a.py").write_text("x = 1\n")
-    (pkg / "b.py").write_text("y = 2\n")
-    before = library_hash(["pkg"], root=tmp_path)
-    os.utime(pkg / "a.py", (1, 1))
-    assert library_hash(["pkg"], root=tmp_path) == before
-    assert library_hash(["pkg/b"], root=tmp_path) != before
-    (pkg / "a.py").write_text("x = 2\n")
-    assert library_hash(["pkg"], root=tmp_path) != before
-    with pytest.raises(FileNotFoundError, match="no module or package 'pkg/c'"):
-        library_hash(["pkg/c"], root=tmp_path)

@@ -21,4 +21,5 @@ run_activation_norms(
     dict(snakemake.params.settings),  # noqa: F821
     revision=model["revision"],
     dtype=model["dtype"],
+    code=snakemake.params.code,  # noqa: F821
 )

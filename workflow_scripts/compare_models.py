@@ -3,6 +3,7 @@
 import pandas as pd
 
 from _entry import setup
+from attribution import provenance
 from attribution.comparison import (
     BootstrapSettings,
     compare,
@@ -22,7 +23,11 @@ executions = {
 pairs = comparison_pairs(list(params.models), params.reference, params.extra_pairs)
 settings = BootstrapSettings(**dict(params.bootstrap))
 table = compare(summary, executions, pairs, settings)
+table["provenance_differs"] = provenance.comparison_differences(summary, table)
+warnings = provenance.comparison_notes(table)
+for line in warnings:
+    log.warning("%s", line)
 write_parquet(table, snakemake.output.parquet)  # noqa: F821
-write_text(to_markdown(table, settings), snakemake.output.md)  # noqa: F821
-write_text(to_html(table, settings), snakemake.output.html)  # noqa: F821
+write_text(to_markdown(table, settings, warnings), snakemake.output.md)  # noqa: F821
+write_text(to_html(table, settings, warnings), snakemake.output.html)  # noqa: F821
 log.info("%d comparison rows over %d pairs -> %s", len(table), len(pairs), snakemake.output.md)  # noqa: F821

@@ -3,18 +3,23 @@
 import pandas as pd
 
 from _entry import setup
+from attribution import provenance
 from attribution.execution.engine import execute_samples
 
 smk = snakemake  # noqa: F821
 log = setup(smk)
 columns = ["task_id", "sample", "completion"]
+generations = pd.read_parquet(smk.input.generations, columns=[*columns, *provenance.COLUMNS])
+# how the judged completions were made, next to this rule's code hash
+record = {**provenance.from_frame(generations, smk.input.generations), "code": smk.params.code}
 frame = execute_samples(
     smk.wildcards.benchmark,
     pd.read_parquet(smk.input.dataset),
-    pd.read_parquet(smk.input.generations, columns=columns),
+    generations[columns],
     smk.output[0],
     workers=smk.threads,
     progress=False,
+    provenance=record,
 )
 log.info(
     "%d executions %s -> %s", len(frame), frame["status"].value_counts().to_dict(), smk.output[0]

@@ -8,4 +8,5 @@ run_trace_summary(
     list(snakemake.input.problems),  # noqa: F821
     snakemake.output.summary,  # noqa: F821
     snakemake.output.screens,  # noqa: F821
+    code=snakemake.params.code,  # noqa: F821
 )

@@ -286,9 +286,13 @@ def _intro(settings: BootstrapSettings) -> str:
     )
 
 
-def to_markdown(table: pd.DataFrame, settings: BootstrapSettings) -> str:
-    """The comparison as Markdown: one table per reference model."""
+def to_markdown(
+    table: pd.DataFrame, settings: BootstrapSettings, warnings: Sequence[str] = ()
+) -> str:
+    """The comparison as Markdown: ``warnings`` first, then one table per reference model."""
     parts = ["# Model comparison", "", _intro(settings), ""]
+    if warnings:
+        parts += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]
     if table.empty:
         parts.append("No model pairs share a pass@k metric.")
     for reference, wide in wide_tables(table).items():
@@ -305,9 +309,12 @@ def _markdown_table(wide: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def to_html(table: pd.DataFrame, settings: BootstrapSettings) -> str:
+def to_html(table: pd.DataFrame, settings: BootstrapSettings, warnings: Sequence[str] = ()) -> str:
     """The comparison as a standalone HTML page (for the Snakemake report)."""
     body = ["<h1>Model comparison</h1>", f"<p>{html.escape(_intro(settings))}</p>"]
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        body.append(f"<h2>Warnings</h2><ul class='warnings'>{items}</ul>")
     if table.empty:
         body.append("<p>No model pairs share a pass@k metric.</p>")
     for reference, wide in wide_tables(table).items():

@@ -124,6 +124,7 @@ def check_config(config: dict[str, Any], workdir: str | Path = ".") -> None:
             raise ConfigError(
                 f"benchmarks.{bench}: needs datasets.{dataset}, which is not configured"
             )
+    check_generation_gpus(config)
     models = config["models"]
     for name, entry in models.items():
         if "/" in name or "@" in name:
@@ -141,3 +142,24 @@ def check_config(config: dict[str, Any], workdir: str | Path = ".") -> None:
                 )
         if "revision" in entry and "revisions" in entry:
             raise ConfigError(f"models.{name}: give either revision or revisions, not both")
+
+
+def check_generation_gpus(config: dict[str, Any]) -> None:
+    """The hf backend runs a model on one device: more GPUs per generate job would be leased
+    and left idle, so asking for them is an error (vllm spreads a model over them)."""
+    generation = config.get("generation", {})
+    if generation.get("backend", "hf") != "hf":
+        return
+    asks = [("generation.gpus", generation.get("gpus", 1))]
+    asks += [
+        (f"benchmarks.{name}.gpus", settings["gpus"])
+        for name, settings in config.get("benchmarks", {}).items()
+        if "gpus" in settings
+    ]
+    for where, gpus in asks:
+        if gpus > 1:
+            raise ConfigError(
+                f"{where}: {gpus} GPUs per generate job, but the hf backend runs a model on one "
+                "GPU; set it to 1 (jobs then run side by side on the GPUs given with "
+                "--resources gpu=N) or use generation.backend: vllm (tensor parallel)"
+            )

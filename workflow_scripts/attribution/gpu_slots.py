@@ -1,17 +1,21 @@
 """Local GPU slots: a job that declares ``resources: gpu=N`` takes N free GPUs of this machine.
 
 Snakemake's ``--resources gpu=K`` only counts; it does not say *which* GPU a job may use. Each
-GPU here is a lock file on local disk (``{lock_dir}/gpu{i}.lock``); a job takes the first N
+GPU here is a lock file on local disk (``{lock_dir}/gpu{id}.lock``); a job takes the first N
 whose non-blocking ``flock`` succeeds and sets ``CUDA_VISIBLE_DEVICES`` to them before torch is
 imported. The kernel drops a lock when its process ends, however it ends (SIGKILL included), so
 a crashed job never leaves a slot taken.
 
-Left alone: under SLURM (``SLURM_JOB_ID`` set) the scheduler's assignment is used, and a
-``CUDA_VISIBLE_DEVICES`` that is already set (by the user or a scheduler) is kept. With no GPU
-the job runs on the CPU. Nothing here imports torch.
+Which GPUs are candidates: those of a ``CUDA_VISIBLE_DEVICES`` the job inherits (the user
+exported ``0,1,2,3``, or another tool set it): the job leases N *inside* that set, never all of
+it; else every GPU of the machine. Lock files are named after the device ids as written there,
+so jobs that see the same ids share them. An empty ``CUDA_VISIBLE_DEVICES`` means no GPU: the
+job runs on the CPU. Under SLURM (``SLURM_JOB_ID`` set) the scheduler's assignment is used as
+it is. Nothing here imports torch.
 
-Environment: ``ATTRIBUTION_GPU_SLOTS`` (number of slots; overrides detection, e.g. fake slots in
-tests), ``ATTRIBUTION_GPU_LOCK_DIR`` (default ``/tmp/attribution-gpu-slots``).
+Environment: ``ATTRIBUTION_GPU_SLOTS`` (number of slots when no ``CUDA_VISIBLE_DEVICES`` is set;
+overrides detection, e.g. fake slots in tests), ``ATTRIBUTION_GPU_LOCK_DIR`` (default
+``/tmp/attribution-gpu-slots``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,7 +49,7 @@ class GpuLease:
     as long as the job runs: its open lock files are the lease."""
 
     devices: list[str]
-    source: str  # leased | slurm | preset | cpu | none
+    source: str  # leased | slurm | cpu | none
     _files: list[int] = field(default_factory=list, repr=False)
 
     def release(self) -> None:
@@ -95,29 +100,44 @@ def lease_gpus(
         return GpuLease([], "none")
     if env.get("SLURM_JOB_ID"):
         return GpuLease(_visible(env), "slurm")
-    if env.get("CUDA_VISIBLE_DEVICES") is not None and SLOTS_ENV not in env:
-        return GpuLease(_visible(env), "preset")
-    total = count_gpus(env)
-    if total == 0:
-        log.info("no GPU on this machine: running on the CPU")
+    if env.get("CUDA_VISIBLE_DEVICES") is not None:
+        candidates = _visible(env)
+        given = f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']!r} gives"
+    else:
+        candidates = [str(i) for i in range(count_gpus(env))]
+        given = "this machine has"
+    if not candidates:
+        log.info("no GPU visible: running on the CPU")
         return GpuLease([], "cpu")
-    if n > total:
-        raise GpuSlotError(f"the job asks for {n} GPU(s) but this machine has {total}")
+    if n > len(candidates):
+        raise GpuSlotError(f"the job asks for {n} GPU(s) but {given} {len(candidates)}")
     folder = Path(lock_dir or env.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR)
     _make_lock_dir(folder)
     deadline = None if timeout is None else time.monotonic() + timeout
     waited = False
     while True:
-        files = _try_take(folder, total, n)
+        files = _try_take(folder, candidates, n)
         if files is not None:
-            devices = [str(i) for i, _ in files]
+            devices = [device for device, _ in files]
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
-            log.info("leased GPU slot(s) %s (of %d, locks in %s)", ",".join(devices), total, folder)
+            log.info(
+                "leased GPU slot(s) %s (of %s, locks in %s)",
+                ",".join(devices),
+                ",".join(candidates),
+                folder,
+            )
             return GpuLease(devices, "leased", [fd for _, fd in files])
         if deadline is not None and time.monotonic() >= deadline:
-            raise GpuSlotError(f"no {n} free GPU slot(s) of {total} in {folder} after {timeout}s")
+            raise GpuSlotError(
+                f"no {n} free GPU slot(s) of {len(candidates)} in {folder} after {timeout}s"
+            )
         if not waited:
-            log.info("waiting for %d free GPU slot(s) of %d (locks in %s)", n, total, folder)
+            log.info(
+                "waiting for %d free GPU slot(s) of %s (locks in %s)",
+                n,
+                ",".join(candidates),
+                folder,
+            )
             waited = True
         time.sleep(poll)
 
@@ -136,18 +156,24 @@ def _make_lock_dir(folder: Path) -> None:
             pass
 
 
-def _try_take(folder: Path, total: int, n: int) -> list[tuple[int, int]] | None:
-    """Non-blocking: lock the first ``n`` free slots, or lock none and return None. (flock
-    works on read-only descriptors, so other users can share the lock files.)"""
-    taken: list[tuple[int, int]] = []
-    for i in range(total):
-        fd = os.open(folder / f"gpu{i}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+def _lock_name(device: str) -> str:
+    # ids may be indices, GPU-<uuid> or MIG-<uuid>: keep them readable but path-safe
+    return "gpu" + re.sub(r"[^A-Za-z0-9_.-]", "_", device) + ".lock"
+
+
+def _try_take(folder: Path, candidates: list[str], n: int) -> list[tuple[str, int]] | None:
+    """Non-blocking: lock the first ``n`` free slots of ``candidates``, or lock none and
+    return None. (flock works on read-only descriptors, so other users can share the lock
+    files.)"""
+    taken: list[tuple[str, int]] = []
+    for device in candidates:
+        fd = os.open(folder / _lock_name(device), os.O_RDONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             continue
-        taken.append((i, fd))
+        taken.append((device, fd))
         if len(taken) == n:
             return taken
     for _, fd in taken:

@@ -3,7 +3,9 @@
 One row per (model, benchmark, metric). Each row carries the dataset's content hash and the
 code version that produced it, so numbers from different dataset versions or code are never
 compared by accident, and the training step / tokens parsed from the model revision, so the
-checkpoint sweeps and figures can plot against them.
+checkpoint sweeps and figures can plot against them. The provenance columns (dtype, device,
+GPU, backend, batch size, library versions: :mod:`attribution.provenance`) say how the
+generations behind each number were made; the comparison warns when compared rows differ in them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 
 from attribution.config import parse_revision_step, parse_revision_tokens
 from attribution.data.records import BENCHMARK_DATASET
+from attribution.provenance import COMPARED as PROVENANCE
 
 SUMMARY_COLUMNS = (
     "model",
@@ -35,11 +38,12 @@ SUMMARY_COLUMNS = (
     "n",
     "tasks",
     "code_version",
+    *PROVENANCE,  # how the generations were made (metrics.json's provenance block)
 )
 PASS_AT = re.compile(r"^pass@(\d+)$")
 # Leaves of metrics.json that are scores (fractions in [0, 1]); counts and per-task blocks are not.
 SCORE_LEAVES = ("strict_accuracy", "test_case_pass_rate")
-SKIPPED_BLOCKS = ("per_task", "counts")
+SKIPPED_BLOCKS = ("per_task", "counts", "provenance")
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ def summarize(
                 f"expected {run.benchmark!r}"
             )
         n = metrics.get("counts", {}).get("min_n")
+        made = metrics.get("provenance", {})
         for metric, k, value, tasks in metric_rows(metrics):
             rows.append(
                 {
@@ -122,13 +127,16 @@ def summarize(
                     "n": n,
                     "tasks": tasks,
                     "code_version": code_version,
+                    **{c: made.get(c) for c in PROVENANCE},
                 }
             )
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    for column in ("training_step", "k", "n", "tasks"):
+    for column in ("training_step", "k", "n", "tasks", "gpu_count", "batch_size"):
         frame[column] = frame[column].astype("Int64")
     frame["training_tokens"] = frame["training_tokens"].astype("float64")
     frame["value"] = frame["value"].astype("float64")
     for column in ("model", "model_entry", "revision", "benchmark", "dataset", "metric"):
+        frame[column] = frame[column].astype("string")
+    for column in set(PROVENANCE) - {"gpu_count", "batch_size"}:
         frame[column] = frame[column].astype("string")
     return frame.sort_values(["model", "benchmark", "metric"], kind="stable").reset_index(drop=True)

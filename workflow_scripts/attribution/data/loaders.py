@@ -238,31 +238,61 @@ def read_apps_directory(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Raw rows of a local file: .jsonl, .jsonl.gz, .json (list), .parquet, or an APPS folder."""
+# A local entry's `format` (schemas/config.schema.yaml): auto picks by the path's suffix.
+FORMATS = ("auto", "jsonl", "json", "parquet", "apps_dir")
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """The format ``auto`` means for ``path``: a folder is the APPS layout, else the suffix."""
+    p = Path(path)
+    if p.is_dir():
+        return "apps_dir"
+    name = p.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(".json"):
+        return "json"
+    raise DatasetFormatError(
+        f"{p}: unknown dataset format (expected jsonl, jsonl.gz, json, parquet or an APPS "
+        "folder); name it with the entry's `format:`"
+    )
+
+
+def read_rows(path: str | os.PathLike[str], fmt: str = "auto") -> list[dict[str, Any]]:
+    """Raw rows of a local file: .jsonl, .jsonl.gz, .json (list), .parquet, or an APPS folder.
+    ``fmt`` (a config entry's ``format``) overrides the guess from the suffix."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"dataset file {p} does not exist")
-    if p.is_dir():
+    if fmt not in FORMATS:
+        raise DatasetFormatError(f"{p}: unknown format {fmt!r} (expected one of {FORMATS})")
+    fmt = detect_format(p) if fmt == "auto" else fmt
+    if (fmt == "apps_dir") != p.is_dir():
+        what = "a folder" if p.is_dir() else "a file"
+        raise DatasetFormatError(f"{p}: format {fmt} does not fit {what}")
+    if fmt == "apps_dir":
         return read_apps_directory(p)
-    name = p.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+    if fmt == "jsonl":
         return read_jsonl(p)
-    if name.endswith(".parquet"):
+    if fmt == "parquet":
         return pd.read_parquet(p).to_dict(orient="records")
-    if name.endswith(".json"):
-        data = json.loads(p.read_text())
-        if isinstance(data, list):
-            return data
-        raise DatasetFormatError(f"{p}: a .json dataset must be a list of rows")
-    raise DatasetFormatError(f"{p}: unknown dataset format (expected jsonl, jsonl.gz, parquet)")
+    data = json.loads(p.read_text())
+    if isinstance(data, list):
+        return data
+    raise DatasetFormatError(f"{p}: a .json dataset must be a list of rows")
 
 
-def load_dataset_file(dataset: str, path: str | os.PathLike[str]) -> pd.DataFrame:
+def load_dataset_file(
+    dataset: str, path: str | os.PathLike[str], fmt: str = "auto"
+) -> pd.DataFrame:
     """Load a local dataset file/folder into the normalized frame of ``dataset``."""
     try:
-        return normalize_rows(dataset, read_rows(path))
+        return normalize_rows(dataset, read_rows(path, fmt))
     except DatasetFormatError as exc:
+        if str(exc).startswith(str(path)):
+            raise
         raise DatasetFormatError(f"{path}: {exc}") from exc
 
 
@@ -321,7 +351,7 @@ def download_dataset(dataset: str, spec: dict[str, Any]) -> tuple[pd.DataFrame, 
     ``spec["kind"]`` names the format when the entry is not named after one (``apps_train``)."""
     kind = spec.get("kind", dataset)
     if spec["source"] == "local":
-        frame = load_dataset_file(kind, spec["path"])
+        frame = load_dataset_file(kind, spec["path"], spec.get("format", "auto"))
         provenance = {"source": "local", "path": spec["path"], "source_sha256": sha256_of(spec["path"])}
     elif spec["source"] == "hub":
         frame = load_hub_dataset(kind, spec)

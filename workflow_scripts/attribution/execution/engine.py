@@ -32,6 +32,7 @@ from attribution.execution.humanevalplus import HumanEvalPlusChecker
 from attribution.execution.passk import pass_at_k_table
 from attribution.execution.sandbox import SandboxLimits, SandboxPool, SandboxResult
 from attribution.io import atomic_path, write_parquet
+from attribution.provenance import with_columns
 
 BASE_COLUMNS = {
     "task_id": "",
@@ -132,6 +133,7 @@ def execute_samples(
     progress: bool = True,
     checker_options: dict[str, Any] | None = None,
     reference_cache: Path | bool = True,
+    provenance: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Run every sample of ``samples`` (columns task_id, sample, completion; optional error) on
     the tasks of the normalized dataset frame ``tasks`` and write the executions Parquet.
@@ -141,6 +143,7 @@ def execute_samples(
     are cached by content hash in ``reference_cache`` (True: ``default_reference_cache()``; a
     folder; False: off). Malformed samples get a status of their own
     (``malformed``, ``unknown_task``, ``empty_completion``) and count as failures.
+    ``provenance``: a record (attribution.provenance) written as columns after the verdicts.
     """
     out_path = Path(out_path)
     missing = {"task_id", "sample", "completion"} - set(samples.columns)
@@ -153,7 +156,7 @@ def execute_samples(
     pool = SandboxPool(workers, limits, CHECKERS[benchmark].preload, wait=False)
     try:
         return _execute(benchmark, tasks, samples, out_path, pool, workers, limits, progress,
-                        checker_options, reference_cache)  # fmt: skip
+                        checker_options, reference_cache, provenance)  # fmt: skip
     finally:
         pool.close()
 
@@ -169,6 +172,7 @@ def _execute(
     progress: bool,
     checker_options: dict[str, Any] | None,
     reference_cache: Path | bool,
+    provenance: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     checker = make_checker(benchmark, tasks, **(checker_options or {}))
     samples = samples.reset_index(drop=True)
@@ -224,6 +228,8 @@ def _execute(
     frame = frame.sort_values(["_o", "task_id", "sample"], kind="stable").drop(columns="_o")
     frame = frame.reset_index(drop=True)
     frame["sample"] = frame["sample"].astype("int64")
+    if provenance is not None:
+        frame = with_columns(frame, provenance)
     write_parquet(frame, out_path)
     if shards.is_dir():
         for f in shards.glob("*"):

@@ -3,7 +3,8 @@
 Columns: step, epoch, train_loss, eval_loss, learning_rate, tokens_seen (non-padding input
 tokens, prompts included, summed over all processes), wall_time_s (seconds of training since the
 run first started, summed over resumed sessions). A missing value is NaN (e.g. eval_loss on a
-step without evaluation).
+step without evaluation). The file written by the fine-tune job adds the provenance columns
+(:mod:`attribution.provenance`) after these.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class WandbSettings:
     def from_config(cls, block: dict[str, Any] | None) -> WandbSettings:
         block = dict(block or {})
         settings = cls(
-            mode=block.get("mode", "disabled"),
+            mode=block.get("mode", cls.mode),
             project=block.get("project", cls.project),
             entity=block.get("entity"),
         )

@@ -1,16 +1,22 @@
 """One fine-tuning run with the Hugging Face Trainer; the same code runs as 1 or N processes.
 
 - Model: loaded through :func:`attribution.models.loading.load_model_and_tokenizer`. Full
-  fine-tuning keeps fp32 master weights; LoRA keeps the frozen base in the device's dtype (bf16
-  on GPUs that support it, fp32 on the CPU) and the adapters in fp32 (peft's default).
-  Mixed precision: bf16 autocast on bf16-capable GPUs, fp16 on older GPUs, none on the CPU.
+  fine-tuning keeps fp32 master weights; LoRA keeps the frozen base in the GPU's native half
+  precision (fp32 on the CPU) and the adapters in fp32 (peft's default). Mixed precision
+  (:func:`training_precision`): bf16 autocast where the GPU has bf16 natively, else fp16 with
+  loss scaling, none on the CPU.
+- Seeds: ``spec.seed`` is set before the model is loaded and again right before peft adds the
+  adapters, so two runs with one seed give the same weights.
 - LoRA (Hu et al. 2021) through peft: after training the adapters are merged into the base
   weights (``merge_and_unload``) and the result is saved with ``save_pretrained`` as an
   ordinary model folder: the one way fine-tuned models are benchmarked (no adapter loading).
 - Checkpoints: ``<work_dir>/checkpoints/checkpoint-N`` every ``save_steps``; a rerun resumes
   from the last complete one (its trainer_state.json, written last, exists and parses) when the
-  job fingerprint (spec, base, data content, code, process count) is unchanged, and starts over
-  otherwise. Checkpoints are deleted after the final save unless ``keep_checkpoints``.
+  job fingerprint (:func:`job_fingerprint`: base content, data content, every setting, code,
+  process count, precision) is unchanged, and starts over otherwise. A checkpoint of the final
+  step is not trained on again: its weights are loaded and the run goes on to the final
+  evaluation and save. Checkpoints are deleted after the final save unless
+  ``keep_checkpoints``.
 - The final model is written atomically: saved into a scratch folder next to the target, then
   moved in file by file with config.json last (a folder with config.json is complete).
 """
@@ -29,15 +35,23 @@ from typing import Any
 
 import pandas as pd
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments, set_seed
 
+from attribution import provenance
 from attribution.finetune.dataset import build_examples
 from attribution.finetune.history import WallTimeCallback, history_frame
 from attribution.finetune.packing import BlockCollator, BlockDataset, build_blocks, model_inputs
 from attribution.finetune.spec import FinetuneSpec, lora_target_modules
 from attribution.finetune.tracking import WandbSettings, check_wandb, finish_run, start_run
 from attribution.io import write_json, write_parquet
-from attribution.models.loading import load_model_and_tokenizer
+from attribution.models.fingerprint import folder_fingerprint
+from attribution.models.loading import (
+    dtype_name,
+    half_dtype,
+    load_model_and_tokenizer,
+    native_bf16,
+    resolve_source,
+)
 from attribution.models.saving import save_model_folder
 
 log = logging.getLogger(__name__)
@@ -91,7 +105,9 @@ class FinetuneResult:
 
 
 def job_fingerprint(job: FinetuneJob) -> str:
-    """What a checkpoint depends on; a checkpoint of another fingerprint is never resumed."""
+    """What a checkpoint depends on; a checkpoint of another fingerprint is never resumed: the
+    base model's content (a base rebuilt at the same path is another base), the training
+    data's content, every setting, the code, the process count and the precision."""
     digest = hashlib.sha256()
     with open(job.data, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -100,9 +116,11 @@ def job_fingerprint(job: FinetuneJob) -> str:
         "spec": job.spec.to_dict(),
         "base": job.base,
         "base_revision": job.base_revision,
+        "base_content": folder_fingerprint(resolve_source(job.base, job.base_revision)),
         "data_sha256": digest.hexdigest(),
         "code": job.code,
         "nproc": job.nproc,
+        "precision": training_precision(job.spec.method),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -125,6 +143,14 @@ def prepare_work_dir(job: FinetuneJob) -> bool:
     return previous == fingerprint
 
 
+def stamped_fingerprint(job: FinetuneJob) -> str:
+    """The fingerprint prepare_work_dir wrote (hashing a big base once is enough)."""
+    stamp = Path(job.work_dir) / "fingerprint.json"
+    if stamp.exists():
+        return str(json.loads(stamp.read_text())["fingerprint"])
+    return job_fingerprint(job)
+
+
 def last_complete_checkpoint(folder: str | Path) -> Path | None:
     """The highest-step ``checkpoint-N`` whose trainer_state.json exists and parses (the
     Trainer writes it last, so a folder without it was cut off while saving)."""
@@ -145,6 +171,13 @@ def last_complete_checkpoint(folder: str | Path) -> Path | None:
             continue
         return path
     return None
+
+
+def checkpoint_is_final(checkpoint: str | Path) -> bool:
+    """Whether a complete checkpoint holds the last optimizer step of its run (its
+    trainer_state.json has global_step >= max_steps, the run's planned total)."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return int(state.get("max_steps") or 0) > 0 and state["global_step"] >= state["max_steps"]
 
 
 class FinetuneTrainer(Trainer):
@@ -187,12 +220,15 @@ def _distributed() -> tuple[int, int, int]:
     )
 
 
-def _precision(method: str) -> tuple[str, bool, bool]:
-    """(load dtype, bf16 autocast, fp16 autocast) for this machine."""
+def training_precision(method: str) -> tuple[str, bool, bool]:
+    """(load dtype, bf16 autocast, fp16 autocast) for this machine: bf16 only where the GPU
+    has it natively (:func:`~attribution.models.loading.native_bf16`), else fp16 autocast,
+    for which the Trainer scales the loss (GradScaler); fp32 on the CPU. Full fine-tuning
+    keeps fp32 master weights; LoRA loads the frozen base in the same half precision."""
     if not torch.cuda.is_available():
         return "float32", False, False
-    bf16 = torch.cuda.is_bf16_supported()
-    return ("float32" if method == "full" else "auto"), bf16, not bf16
+    bf16 = native_bf16()
+    return ("float32" if method == "full" else dtype_name(half_dtype())), bf16, not bf16
 
 
 def _apply_lora(model: Any, spec: FinetuneSpec) -> Any:
@@ -224,7 +260,8 @@ def run_finetune(job: FinetuneJob, callbacks: Sequence[TrainerCallback] = ()) ->
     if job.threads:
         torch.set_num_threads(max(1, job.threads // max(1, world_size)))
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    load_dtype, bf16, fp16 = _precision(spec.method)
+    load_dtype, bf16, fp16 = training_precision(spec.method)
+    set_seed(spec.seed)  # before anything draws random numbers (weights a checkpoint lacks)
     loaded = load_model_and_tokenizer(job.base, job.base_revision, dtype=load_dtype, device=device)
     model, tokenizer = loaded.model, loaded.tokenizer
     model.train()
@@ -246,6 +283,9 @@ def run_finetune(job: FinetuneJob, callbacks: Sequence[TrainerCallback] = ()) ->
             world_size,
         )
     if spec.method == "lora":
+        # The adapters' initial weights come from the global RNG: seed it right here, so two
+        # runs with one seed start from the same adapters (the Trainer seeds only later).
+        set_seed(spec.seed)
         model = _apply_lora(model, spec)
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -293,8 +333,9 @@ def run_finetune(job: FinetuneJob, callbacks: Sequence[TrainerCallback] = ()) ->
         callbacks=[WallTimeCallback(), *callbacks],
     )
     resume = last_complete_checkpoint(job.checkpoint_dir)
+    finished = resume is not None and checkpoint_is_final(resume)
     if resume is not None and rank == 0:
-        log.info("resuming from %s", resume)
+        log.info("%s %s", "training finished at" if finished else "resuming from", resume)
 
     run = None
     if rank == 0:
@@ -302,11 +343,17 @@ def run_finetune(job: FinetuneJob, callbacks: Sequence[TrainerCallback] = ()) ->
             job.wandb,
             Path(job.work_dir),
             name=job.name,
-            run_id=f"{job.name}-{job_fingerprint(job)}"[:64],
+            run_id=f"{job.name}-{stamped_fingerprint(job)}"[:64],
             config={"spec": spec.to_dict(), "base": job.base, "base_revision": job.base_revision},
         )
     try:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        if finished:
+            # Killed after its last checkpoint (during the final evaluation or save): training
+            # again would run one step past max_steps when max_steps ends mid-epoch.
+            trainer._load_from_checkpoint(str(resume))
+            trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+        else:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         final_eval = trainer.evaluate() if eval_blocks else {}
     finally:
         finish_run(run)
@@ -330,10 +377,20 @@ def run_finetune(job: FinetuneJob, callbacks: Sequence[TrainerCallback] = ()) ->
         if spec.method == "lora":
             final = final.merge_and_unload()
         final.config.use_cache = True  # the Trainer turned it off for training
+        made = provenance.record(
+            code=job.code,
+            backend="trainer",
+            device=device,
+            dtype=load_dtype + ("+bf16-amp" if bf16 else "+fp16-amp" if fp16 else ""),
+            batch_size=spec.batch_size,
+            libraries=("torch", "transformers", *(("peft",) if spec.method == "lora" else ())),
+            gpu_count=world_size if torch.cuda.is_available() else 0,
+        )
         info = {"name": job.name, "base": job.base, "base_revision": job.base_revision}
-        info.update(spec=spec.to_dict(), result=asdict(result))
+        info.update(spec=spec.to_dict(), result=asdict(result), provenance=made)
         # History first: the model folder's config.json is the job's completion marker.
-        write_parquet(history_frame(trainer.state.log_history), job.history)
+        history = provenance.with_columns(history_frame(trainer.state.log_history), made)
+        write_parquet(history, job.history)
         save_model_folder(final, tokenizer, job.model_dir, {"finetune.json": info})
         write_json(asdict(result), Path(job.work_dir) / "result.json")
         if not spec.keep_checkpoints:

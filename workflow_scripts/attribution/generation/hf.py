@@ -44,10 +44,13 @@ class _Row:
 class HFBackend:
     """Batched greedy / temperature + nucleus sampling on a loaded causal LM."""
 
+    name = "hf"
+
     def __init__(self, model: Any, tokenizer: Any, device: torch.device | str | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device else next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
         self.eos_ids = _eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0))

@@ -13,6 +13,7 @@ from attribution.generation.chat import ChatTemplateError
 from attribution.generation.runner import GenerationJob, run_generation
 from attribution.generation.vllm import VLLMUnavailable
 from attribution.models.loading import ModelLoadError
+from attribution.provenance import record
 
 log = logging.getLogger(__name__)
 BACKENDS = ("hf", "vllm")
@@ -28,12 +29,32 @@ def load_backend(
     if name == "hf":
         from attribution.generation.hf import HFBackend
 
+        if gpus > 1:
+            raise ValueError(
+                f"the hf backend runs a model on one GPU, not {gpus}; use the vllm backend"
+            )
+
         return HFBackend.load(load_path, revision=revision, dtype=dtype)
     if name == "vllm":
         from attribution.generation.vllm import VLLMBackend
 
         return VLLMBackend.load(load_path, revision=revision, dtype=dtype, gpus=gpus)
     raise ValueError(f"generation.backend: unknown backend {name!r}; expected one of {BACKENDS}")
+
+
+def backend_provenance(engine: Backend, code: str, batch_size: int) -> dict[str, Any]:
+    """The provenance record (attribution.provenance) of generations made by ``engine``."""
+    name = getattr(engine, "name", type(engine).__name__)
+    libraries = ["torch", "transformers"] + (["vllm"] if name == "vllm" else [])
+    return record(
+        code=code,
+        backend=name,
+        device=getattr(engine, "device", None),
+        dtype=getattr(engine, "dtype", None),
+        batch_size=batch_size,
+        libraries=libraries,
+        gpu_count=getattr(engine, "gpus", None),
+    )
 
 
 def model_fingerprint(load_path: str, revision: str | None) -> dict[str, Any]:
@@ -64,17 +85,26 @@ def generate_job(
     """Run the generate rule: ``model`` holds ``load_path``, ``revision``, ``dtype``, ``chat``;
     ``benchmark`` is the config's ``benchmarks.{name}`` entry."""
     job = GenerationJob.from_params(benchmark, seed=seed, chat=bool(model.get("chat", False)))
+    engine = load_backend(
+        backend, model["load_path"], model.get("revision"), model.get("dtype"), gpus
+    )
+    provenance = backend_provenance(engine, code, job.batch_size)
     fingerprint = {
         "model": model_fingerprint(model["load_path"], model.get("revision")),
         "backend": backend,
         "code": code,
+        # shards made on another GPU, dtype or library version are not mixed in
+        "environment": provenance,
     }
-    engine = load_backend(
-        backend, model["load_path"], model.get("revision"), model.get("dtype"), gpus
-    )
     prompts = pd.read_parquet(prompts_path)
     frame = run_generation(
-        engine, prompts, job, out_path, fingerprint=fingerprint, progress=progress
+        engine,
+        prompts,
+        job,
+        out_path,
+        fingerprint=fingerprint,
+        progress=progress,
+        provenance=provenance,
     )
     log.info(
         "%d generations (%d completion tokens; finish: %s) -> %s",

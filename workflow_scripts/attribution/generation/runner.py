@@ -25,6 +25,7 @@ from attribution.generation.base import Backend, GenerationRequest, GenerationSe
 from attribution.generation.chat import prompt_text
 from attribution.generation.postprocess import completion_from_raw
 from attribution.io import write_json, write_parquet
+from attribution.provenance import with_columns
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,11 @@ class GenerationJob:
         """From a config ``benchmarks.{name}`` entry (unknown keys such as ``ks`` ignored)."""
         stop = benchmark.get("stop")
         return cls(
-            n_samples=int(benchmark.get("n_samples", 1)),
-            temperature=float(benchmark.get("temperature", 0.0)),
-            top_p=float(benchmark.get("top_p", 1.0)),
-            max_new_tokens=int(benchmark.get("max_new_tokens", 256)),
-            batch_size=int(benchmark.get("batch_size", 8)),
+            n_samples=int(benchmark.get("n_samples", cls.n_samples)),
+            temperature=float(benchmark.get("temperature", cls.temperature)),
+            top_p=float(benchmark.get("top_p", cls.top_p)),
+            max_new_tokens=int(benchmark.get("max_new_tokens", cls.max_new_tokens)),
+            batch_size=int(benchmark.get("batch_size", cls.batch_size)),
             seed=int(seed),
             chat=bool(chat),
             stop=tuple(stop) if stop else None,
@@ -168,10 +169,12 @@ def run_generation(
     fingerprint: dict[str, Any] | None = None,
     on_shard: Callable[[int, int], None] | None = None,
     progress: bool = True,
+    provenance: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Generate every (task, sample) of ``prompts`` and write ``out_path`` (Parquet, columns
-    GENERATION_COLUMNS). ``fingerprint``: what identifies the model and code (shards made with
-    another one are discarded). ``on_shard(done, total)`` is called after each shard."""
+    GENERATION_COLUMNS, then the ``provenance`` record's columns when given). ``fingerprint``:
+    what identifies the model and code (shards made with another one are discarded).
+    ``on_shard(done, total)`` is called after each shard."""
     from tqdm import tqdm
 
     table, work = build_requests(prompts, backend.tokenizer, job)
@@ -210,6 +213,8 @@ def run_generation(
     bar.close()
 
     final = _assemble(table, work, done, job)
+    if provenance is not None:
+        final = with_columns(final, provenance)
     write_parquet(final, out_path)
     shutil.rmtree(folder, ignore_errors=True)
     return pd.read_parquet(out_path)  # exactly what the file holds (list columns as read back)

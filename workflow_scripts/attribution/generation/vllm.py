@@ -17,10 +17,15 @@ class VLLMUnavailable(RuntimeError):
 
 
 class VLLMBackend:
+    name = "vllm"
+    device = "cuda"
+
     def __init__(self, llm: Any, tokenizer: Any, sampling_params_cls: Any) -> None:
         self.llm = llm
         self.tokenizer = tokenizer
         self._params = sampling_params_cls
+        self.dtype: str = "auto"
+        self.gpus = 1  # tensor-parallel degree
 
     @classmethod
     def load(
@@ -37,16 +42,27 @@ class VLLMBackend:
                 "generation.backend is 'vllm' but vllm is not installed; install it with "
                 "`pip install -e '.[vllm]'` on a GPU machine or set generation.backend: hf"
             ) from exc
-        from attribution.models.loading import load_tokenizer, resolve_source
+        import torch
+
+        from attribution.models.loading import (
+            dtype_name,
+            load_tokenizer,
+            pick_dtype,
+            resolve_source,
+        )
 
         source = resolve_source(name_or_path, revision)  # same offline errors as the HF path
+        # `auto` as the HF path means it (native bf16, else fp16), not the checkpoint's dtype
+        load_dtype = dtype_name(pick_dtype(dtype, torch.device("cuda")))
         llm = vllm.LLM(
             model=source,
             tokenizer=source,
-            dtype=dtype or "auto",
+            dtype=load_dtype,
             tensor_parallel_size=max(1, int(gpus)),
         )
-        return cls(llm, load_tokenizer(source), vllm.SamplingParams)
+        backend = cls(llm, load_tokenizer(source), vllm.SamplingParams)
+        backend.dtype, backend.gpus = load_dtype, max(1, int(gpus))
+        return backend
 
     def generate(
         self, requests: list[GenerationRequest], settings: GenerationSettings

@@ -36,15 +36,32 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def native_bf16() -> bool:
+    """Whether the current CUDA device computes bf16 natively (compute capability 8.0+).
+    ``torch.cuda.is_bf16_supported()`` alone also says yes where bf16 is only emulated (e.g.
+    V100, T4): slow, and then fp16 is the half precision the hardware has."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def half_dtype() -> torch.dtype:
+    """The GPU's half precision: bf16 where native, else fp16 (training adds loss scaling)."""
+    return torch.bfloat16 if native_bf16() else torch.float16
+
+
 def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU."""
+    """``auto``: the GPU's native half precision (:func:`half_dtype`), fp32 on the CPU."""
     if dtype and dtype != "auto":
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)} or 'auto'")
         return DTYPES[dtype]
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return half_dtype()
     return torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (the config's spelling)."""
+    return str(dtype).removeprefix("torch.")
 
 
 def resolve_source(name_or_path: str | os.PathLike[str], revision: str | None = None) -> str:

@@ -15,7 +15,9 @@ from typing import Any
 import pandas as pd
 import torch
 
+from attribution import provenance
 from attribution.io import write_parquet
+from attribution.provenance import with_columns
 from attribution.tracing.agreement import AGREEMENT_COLUMNS, frame_agreement
 from attribution.tracing.corruption import (
     Corruption,
@@ -256,9 +258,11 @@ def run_causal_trace(
     settings: dict[str, Any],
     revision: str | None = None,
     dtype: str = "auto",
+    code: str = "",
 ) -> pd.DataFrame:
     """One problem: ``settings`` = the config's ``trace`` block items the job depends on
-    (kinds, samples, corruption, noise | noise_sigmas, window, seed, span, batch_rows, screen)."""
+    (kinds, samples, corruption, noise | noise_sigmas, window, seed, span, batch_rows, screen);
+    ``code`` goes into the provenance columns."""
     rows = read_cruxeval_prompts(prompts)
     if task_id not in rows:
         raise ValueError(f"{prompts}: no CRUXEval-O task {task_id!r}")
@@ -304,6 +308,7 @@ def run_causal_trace(
         frame["high"].iloc[0],
         sigma,
     )
+    frame = with_columns(frame, trace_provenance(tracer, code, settings))
     write_parquet(frame, out)
     return frame
 
@@ -316,13 +321,14 @@ def run_activation_norms(
     settings: dict[str, Any],
     revision: str | None = None,
     dtype: str = "auto",
+    code: str = "",
 ) -> pd.DataFrame:
     """Norms on the selected problems' trace inputs; ``settings`` as for :func:`run_causal_trace`
     (span kind, and the noise scale for the ``noise_norm`` column)."""
     ids = list(pd.read_parquet(selected)["task_id"].astype(str))
     if not ids:
         log.warning("no selected problems: writing an empty activation-norm table")
-        frame = empty_norms()
+        frame = with_columns(empty_norms(), trace_provenance(None, code, settings))
     else:
         rows = read_cruxeval_prompts(prompts)
         tracer, tokenizer = load_tracer(model, revision, dtype)
@@ -339,6 +345,7 @@ def run_activation_norms(
             ],
             ignore_index=True,
         )
+        frame = with_columns(frame, trace_provenance(tracer, code, settings))
     write_parquet(frame, out)
     return frame
 
@@ -354,7 +361,7 @@ def _pipeline_noise(
 
 
 def run_trace_summary(
-    problem_files: Sequence[str], out: str, screens_out: str | None = None
+    problem_files: Sequence[str], out: str, screens_out: str | None = None, code: str = ""
 ) -> pd.DataFrame:
     """AIE summary of the traced problems; with ``screens_out`` also every screen's agreement
     with the exact trace per problem and kind (:func:`attribution.tracing.agreement.frame_agreement`),
@@ -363,7 +370,12 @@ def run_trace_summary(
     cells = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if cells.empty:
         log.warning("no traced problems: writing an empty summary")
-    summary = summarize(cells)
+        made = trace_provenance(None, code, {})
+    else:
+        made = {**provenance.merged(cells, "traced problems"), "code": code}
+        if any(" | " in str(v) for v in made.values()):
+            log.warning("the traced problems were made differently: %s", made)
+    summary = with_columns(summarize(cells), made)
     write_parquet(summary, out)
     if screens_out is not None:
         agreement = frame_agreement(cells)
@@ -375,8 +387,24 @@ def run_trace_summary(
                 "screens vs exact trace, means over %d problem(s):", agreement.problem.nunique()
             )
             log_agreement(means)
-        write_parquet(agreement, screens_out)
+        write_parquet(with_columns(agreement, made), screens_out)
     return summary
+
+
+def trace_provenance(
+    tracer: CausalTracer | None, code: str, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """The provenance record of a trace job (attribution.provenance); batch size: the
+    configured rows per forward (-1: fitted to free memory per forward)."""
+    param = next(tracer.model.parameters()) if tracer is not None else None
+    return provenance.record(
+        code=code,
+        backend="nnsight",
+        device=param.device if param is not None else None,
+        dtype=param.dtype if param is not None else None,
+        batch_size=settings.get("batch_rows"),
+        libraries=("torch", "transformers", "nnsight"),
+    )
 
 
 def problem_path(directory: str | os.PathLike[str], task_id: str) -> Path:
