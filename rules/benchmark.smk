@@ -35,6 +35,7 @@ rule execute:
         "results/{model}/{benchmark}/executions.parquet",
     params:
         code=code_of("execute.py"),
+        isolation=config["execution"]["isolation"],
     threads: config["execution"]["workers"]
     log:
         "logs/execute/{model}/{benchmark}.log",

@@ -5,6 +5,7 @@ import pandas as pd
 from _entry import setup
 from attribution import provenance
 from attribution.execution.engine import execute_samples
+from attribution.execution.sandbox import SandboxLimits
 
 smk = snakemake  # noqa: F821
 log = setup(smk)
@@ -19,6 +20,7 @@ frame = execute_samples(
     smk.output[0],
     workers=smk.threads,
     progress=False,
+    limits=SandboxLimits(isolation=smk.params.isolation),
     provenance=record,
 )
 log.info(

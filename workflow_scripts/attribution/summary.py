@@ -6,6 +6,7 @@ compared by accident, and the training step / tokens parsed from the model revis
 checkpoint sweeps and figures can plot against them. The provenance columns (dtype, device,
 GPU, backend, batch size, library versions: :mod:`attribution.provenance`) say how the
 generations behind each number were made; the comparison warns when compared rows differ in them.
+``sandbox_layers``: the sandbox isolation layers its executions ran under.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ SUMMARY_COLUMNS = (
     "tasks",
     "code_version",
     *PROVENANCE,  # how the generations were made (metrics.json's provenance block)
+    "sandbox_layers",
 )
 PASS_AT = re.compile(r"^pass@(\d+)$")
 # Leaves of metrics.json that are scores (fractions in [0, 1]); counts and per-task blocks are not.
@@ -110,6 +112,8 @@ def summarize(
             )
         n = metrics.get("counts", {}).get("min_n")
         made = metrics.get("provenance", {})
+        # The sandbox's isolation layers in force for every executed sample (metrics.json).
+        layers = ",".join(metrics.get("sandbox", {}).get("layers", []))
         for metric, k, value, tasks in metric_rows(metrics):
             rows.append(
                 {
@@ -128,6 +132,7 @@ def summarize(
                     "tasks": tasks,
                     "code_version": code_version,
                     **{c: made.get(c) for c in PROVENANCE},
+                    "sandbox_layers": layers,
                 }
             )
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
@@ -135,7 +140,8 @@ def summarize(
         frame[column] = frame[column].astype("Int64")
     frame["training_tokens"] = frame["training_tokens"].astype("float64")
     frame["value"] = frame["value"].astype("float64")
-    for column in ("model", "model_entry", "revision", "benchmark", "dataset", "metric"):
+    for column in ("model", "model_entry", "revision", "benchmark", "dataset", "metric",
+                   "sandbox_layers"):  # fmt: skip
         frame[column] = frame[column].astype("string")
     for column in set(PROVENANCE) - {"gpu_count", "batch_size"}:
         frame[column] = frame[column].astype("string")

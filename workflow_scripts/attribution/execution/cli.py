@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from attribution.data.records import BENCHMARK_DATASET, BENCHMARKS
+from attribution.execution.sandbox.records import ISOLATION_MODES
 
 
 def _valid_unicode(text: str) -> bool:
@@ -98,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="CRUXEval: use completions as given (no [ANSWER]/== extraction)",
     )
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--isolation",
+        choices=ISOLATION_MODES,
+        default="strict",
+        help="strict (default): refuse to run where the sandbox lacks file-system, network or "
+        "credential isolation; best_effort: run with what is available and warn",
+    )
     return ap
 
 
@@ -105,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from attribution.data.loaders import load_dataset_file
     from attribution.execution.engine import execute_samples, score_executions
+    from attribution.execution.sandbox import SandboxLimits, SandboxUnavailable, layers_in_force
     from attribution.io import write_json
 
     for name in ("dataset", "samples"):
@@ -121,16 +130,22 @@ def main(argv: list[str] | None = None) -> int:
     options = (
         {"extract": False} if args.no_extract and args.benchmark.startswith("cruxeval") else {}
     )
-    executions = execute_samples(
-        args.benchmark,
-        tasks,
-        samples,
-        args.out,
-        workers=args.workers,
-        progress=not args.no_progress,
-        checker_options=options,
-    )
+    try:
+        executions = execute_samples(
+            args.benchmark,
+            tasks,
+            samples,
+            args.out,
+            workers=args.workers,
+            progress=not args.no_progress,
+            checker_options=options,
+            limits=SandboxLimits(isolation=args.isolation),
+        )
+    except SandboxUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     metrics = score_executions(args.benchmark, executions, ks)
+    metrics["sandbox"] = layers_in_force(executions["layers"])
     if args.metrics:
         write_json(metrics, args.metrics)
     print(json.dumps(metrics, indent=2, sort_keys=True))
