@@ -192,16 +192,16 @@ def _isolation_runs(args: argparse.Namespace, suite: str, n: int) -> dict:
     line: dict = {}
     for kind, results in runs.items():
         cpu = statistics.median(r["warm_cpu_s"] for r in results)
+        cold_cpu = statistics.median(r["cold_cpu_s"] for r in results)
         wall = statistics.median(r["warm_s"] for r in results)
         line |= {
-            f"{kind}_cpu_s_per_program": cpu / n,
+            f"{kind}_cpu_ms_per_program": 1000 * cpu / n,
             f"{kind}_programs_per_s": n / wall,
-            f"{kind}_cold_cpu_s_per_program": statistics.median(r["cold_cpu_s"] for r in results)
-            / n,
+            f"{kind}_cold_cpu_ms_per_program": 1000 * cold_cpu / n,
         }
         print(f"  [{suite}] {kind} layers: {','.join(results[0]['layers'])}", flush=True)
     line["rootless_over_root_cpu"] = (
-        line["rootless_cpu_s_per_program"] / line["root_cpu_s_per_program"]
+        line["rootless_cpu_ms_per_program"] / line["root_cpu_ms_per_program"]
     )
     line["rootless_cpu_ratios"] = [
         b["warm_cpu_s"] / a["warm_cpu_s"]

@@ -237,13 +237,18 @@ def trace_settings():
     """What every traced cell depends on (not max_problems/force_problems: selection)."""
     settings = {
         key: TRACE[key]
-        for key in ("kinds", "samples", "window", "span", "seed", "batch_rows", "screen")
+        for key in (
+            "kinds", "samples", "window", "span", "seed", "batch_rows", "screen", "corruption"
+        )
         if key in TRACE
     }
     if "noise" in TRACE:
         settings["noise"] = TRACE["noise"]
     else:
         settings["noise_sigmas"] = TRACE.get("noise_sigmas", 3.0)
+    if TRACE.get("corruption", "noise") == "replace":  # token replacement has no noise scale
+        settings.pop("noise", None)
+        settings.pop("noise_sigmas", None)
     return settings
 
 
