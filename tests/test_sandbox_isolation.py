@@ -15,7 +15,7 @@ import pytest
 
 from attribution.data.records import COLUMNS
 from attribution.execution import cli
-from attribution.execution.engine import execute_samples, score_executions
+from attribution.execution.engine import execute_samples
 from attribution.execution.sandbox import (
     ENV_NO_LANDLOCK,
     ENV_NO_USERNS,
@@ -28,6 +28,7 @@ from attribution.execution.sandbox import (
     missing_isolation,
 )
 from attribution.execution.sandbox.linux import landlock_abi
+from attribution.execution.scoring import score_executions
 from attribution.summary import Run, summarize
 from sandbox_helpers import leftover_processes
 
@@ -177,3 +178,50 @@ def test_without_landlock_seccomp_refuses_sockets_and_signals(nothing_available)
     finally:
         decoy.kill()
         decoy.wait()
+
+
+def test_an_import_path_below_tmp_keeps_the_root_view(tmp_path):
+    """A venv or project in a job's scratch folder under /tmp: the root view still holds (it
+    once failed there and fell back silently), /tmp shows none of the host's files, and the
+    program still has a private, writable working directory."""
+    import shutil
+    from pathlib import Path
+
+    from test_sandbox import namespaces_permitted
+
+    if not str(tmp_path).startswith("/tmp/"):
+        pytest.skip(f"the test's folder {tmp_path} is not below /tmp")
+    if not namespaces_permitted():
+        pytest.skip("this kernel forbids the namespaces the root view needs")
+    library = Path(__file__).resolve().parents[1] / "workflow_scripts" / "attribution"
+    shutil.copytree(library, tmp_path / "lib" / "attribution")
+    (tmp_path / "host-file").write_text("host")
+    script = f"""
+import json, os, tempfile
+from attribution.execution.sandbox import Program, SandboxLimits, SandboxPool
+src = '''def f():
+    import os, tempfile
+    with tempfile.NamedTemporaryFile("w", delete=False) as fh:
+        fh.write("x")
+    return [os.path.exists({str(tmp_path / "host-file")!r}), sorted(os.listdir("/tmp")),
+            os.path.dirname(fh.name)]
+'''
+with SandboxPool(1, SandboxLimits(isolation="strict")) as pool:
+    res = pool.run(Program("call", src, ([],), (2.0,), entry="f"))
+    print(json.dumps([list(pool.layers), res.status, res.outcomes[0].value]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "lib")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    layers, status, (host_visible, tmp_listing, workdir) = json.loads(out.stdout)
+    assert status == "ok"
+    assert {"readonly_fs", "private_tmp", "hidden_home"} <= set(layers)
+    assert not host_visible
+    assert tmp_listing == [str(tmp_path).split("/")[2]]  # only the bound import path's top
+    assert workdir != "/tmp"

@@ -23,8 +23,10 @@ calls (``child.py``), whichever design is in force.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -51,7 +53,12 @@ REQUIRED = {
 
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 DEVICES = ("null", "zero", "full", "random", "urandom")
-STAGE = "/tmp"  # mount point of the new root while it is built (in the private namespace)
+PRIVATE_TMP_ASIDE = "/sandbox-tmp"
+# Root only: one lock file per uid leased to a worker (see lease_uid).
+UID_LOCK_DIR = (
+    "/run/attribution-sandbox-uids" if os.path.isdir("/run") else "/tmp/.attribution-sandbox-uids"
+)
+UID_RANGE = 4096
 
 
 def missing_isolation(layers: tuple[str, ...] | list[str]) -> list[str]:
@@ -133,6 +140,15 @@ class Isolation:
     ruleset_fd: int = -1  # Landlock ruleset each child enforces on itself
     seccomp: Any = None  # seccomp program each child installs
     workroot: str = ""  # without a root view: the folder holding the children's workdirs
+    # An empty host folder the new root is built on: a fresh one, never a parent of anything
+    # bound into the view (a tmpfs on /tmp would hide an interpreter or import path under /tmp).
+    # The pool removes it once the worker is gone.
+    stage: str = ""
+    # With a root view: the children's working directory, a tmpfs the worker mounts. /tmp,
+    # unless the interpreter or its import path lies below /tmp (a venv in a job's scratch
+    # folder): a tmpfs there would hide it, so /tmp then shows only those read-only binds and
+    # the children work in PRIVATE_TMP_ASIDE (their TMPDIR and HOME).
+    tmp: str = "/tmp"
 
     def add(self, layer: str) -> None:
         if layer not in self.layers:
@@ -192,6 +208,9 @@ def finish(iso: Isolation, index: int, uid_base: int, hide: list[str], landlock:
         # A same-uid child must not ptrace (or read the memory of) the worker, which holds
         # capabilities inside the namespace.
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
+    if os.geteuid() == 0:
+        # Leased before the root view hides the host's /run.
+        uid = lease_uid(uid_base, iso.notes)
     if iso.mountns:
         note = _build_root(iso, hide)
         if note:
@@ -201,7 +220,7 @@ def finish(iso: Isolation, index: int, uid_base: int, hide: list[str], landlock:
         # private folder (e.g. /root, mode 700) is not, and children keep uid 0 (no caps).
         blocked = None if iso.root_view else _blocked_interpreter()
         if blocked is None:
-            iso.uid = uid_base + index
+            iso.uid = uid
             iso.add("unprivileged_uid")
         else:
             iso.notes.append(f"children keep uid 0: the interpreter is under {blocked}")
@@ -215,6 +234,34 @@ def finish(iso: Isolation, index: int, uid_base: int, hide: list[str], landlock:
         iso.add("nproc")
 
 
+def lease_uid(uid_base: int, notes: list[str]) -> int:
+    """A uid for this worker's children that no other sandbox worker on the machine uses (root
+    only), held by an exclusive ``flock`` for the worker's lifetime (released when it dies).
+
+    Unique per worker, not per pool index: the process limit counts every process of a uid
+    machine-wide, and without a PID namespace the clean-up kills every process of the uid, so
+    two pools sharing uids would cap, and kill, each other's programs."""
+    folder = UID_LOCK_DIR
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            raise PermissionError(f"{folder} is not a root-owned folder only root can write")
+        for uid in range(uid_base, uid_base + UID_RANGE):
+            fd = os.open(f"{folder}/{uid}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return uid  # the descriptor stays open: the lease lasts as long as the worker
+        raise OSError(f"all {UID_RANGE} sandbox uids from {uid_base} are in use")
+    except OSError as exc:
+        uid = uid_base + os.getpid() % UID_RANGE
+        notes.append(f"sandbox uid not leased ({exc}); using {uid}")
+        return uid
+
+
 def _build_root(iso: Isolation, hide: list[str]) -> str:
     """Replace the root with a tmpfs holding read-only binds of what programs need; returns ""
     on success, else what failed (then the fallback applies)."""
@@ -223,11 +270,11 @@ def _build_root(iso: Isolation, hide: list[str]) -> str:
     # Resolved now, in the old root: symlinks inside the binds point into it.
     hide = sorted({os.path.realpath(p) for p in hide} | set(hide))
     reads = interpreter_paths()
+    iso.stage = new = tempfile.mkdtemp(prefix="sandbox-root-")
     if not linux.mount(
-        "tmpfs", STAGE, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755,size=8m"
+        "tmpfs", new, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755,size=8m"
     ):
         return f"tmpfs for the new root: {last_error()}"
-    new = STAGE
     for top in SYSTEM_DIRS:
         if os.path.islink(top):
             os.symlink(os.readlink(top), new + top)
@@ -249,7 +296,11 @@ def _build_root(iso: Isolation, hide: list[str]) -> str:
             iso.notes.append(f"{path} holds interpreter files and stays visible")
         elif not _cover(new + path):
             return f"hide {path}: {last_error()}"
-    os.mkdir(new + "/tmp")
+    if any(p == "/tmp" or p.startswith("/tmp/") for p in reads):
+        iso.tmp = PRIVATE_TMP_ASIDE
+        iso.notes.append(f"interpreter files below /tmp: programs work in {iso.tmp}")
+    os.makedirs(new + "/tmp", exist_ok=True)  # may hold binds of interpreter paths already
+    os.makedirs(new + iso.tmp, exist_ok=True)
     os.mkdir(new + "/proc")
     # A /proc of the new PID namespace shows only the sandbox's processes; without one, /proc
     # stays empty rather than showing the host's (whose environments may hold tokens).
@@ -259,7 +310,7 @@ def _build_root(iso: Isolation, hide: list[str]) -> str:
         iso.notes.append(
             f"no /proc of its own ({last_error() if iso.pidns else 'no PID namespace'})"
         )
-    if not _build_dev(new + "/dev"):
+    if not _build_dev(new + "/dev", iso.tmp):
         return f"/dev: {last_error()}"
     os.mkdir(new + "/.oldroot")
     if not linux.pivot_root(new, new + "/.oldroot"):
@@ -301,8 +352,8 @@ def _cover(path: str) -> bool:
     )
 
 
-def _build_dev(dev: str) -> bool:
-    """A /dev holding only the harmless character devices; /dev/shm is the child's /tmp."""
+def _build_dev(dev: str, tmp: str) -> bool:
+    """A /dev holding only the harmless character devices; /dev/shm is the child's ``tmp``."""
     os.mkdir(dev)
     if not linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID, "mode=0755,size=64k"):
         return False
@@ -313,7 +364,7 @@ def _build_dev(dev: str) -> bool:
             return False
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
-                         ("shm", "/tmp")):  # fmt: skip
+                         ("shm", tmp)):  # fmt: skip
         os.symlink(target, f"{dev}/{name}")
     return linux.remount_readonly(dev)
 

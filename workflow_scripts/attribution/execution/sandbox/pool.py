@@ -126,13 +126,14 @@ class _Slot:
         self.layers: tuple[str, ...] = ()
         self.notes: tuple[str, ...] = ()
         self.root = ""
+        self.stage = ""
         self.in_flight: dict[int, Program] = {}
 
     def wait_ready(self) -> None:
         ready = read_msg(self.res_r)
         if not ready or ready[0] != "ready":
             raise RuntimeError(f"sandbox worker {self.index} failed to start")
-        self.layers, self.root, self.notes = ready[1], ready[2], ready[3]
+        self.layers, self.root, self.notes, self.stage = ready[1:5]
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -144,9 +145,12 @@ class _Slot:
             self.proc.wait()
         with contextlib.suppress(OSError):
             os.close(self.res_r)
-        if self.root:  # a killed worker could not remove its (empty) mount point itself
-            with contextlib.suppress(OSError):
-                os.rmdir(self.root)
+        # A killed worker could not remove its (empty) folders itself; the stage of the root
+        # view is a mount point only inside the worker's namespace, an empty folder here.
+        for folder in (self.root, self.stage):
+            if folder:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
 
 
 class SandboxPool:

@@ -33,7 +33,6 @@ from attribution.execution.sandbox.records import Outcome, Program, SandboxLimit
 # Seconds past an input's wall limit before the worker kills the child (its own wall timer,
 # at the limit, normally ends the input first).
 KILL_GRACE_S = 1.0
-PRIVATE_TMP = "/tmp"  # with a root view: the children's working directory, a tmpfs
 _MEMORY_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGKILL)
 
 
@@ -94,15 +93,15 @@ class Worker:
         uid = self.iso.uid
         owner = f",uid={uid},gid={uid}" if uid is not None else ""
         opts = f"mode=0700,size={self.limits.tmp_bytes},nr_inodes=4096{owner}"
-        if not mount("tmpfs", PRIVATE_TMP, "tmpfs", MS_NOSUID | MS_NODEV, opts):
-            raise OSError(f"tmpfs on {PRIVATE_TMP}: {last_error()}")
+        if not mount("tmpfs", self.iso.tmp, "tmpfs", MS_NOSUID | MS_NODEV, opts):
+            raise OSError(f"tmpfs on {self.iso.tmp}: {last_error()}")
         self.tmp_mounted = True
 
     def _empty_tmp(self) -> None:
         """After a child (its whole tree dead): remove whatever it wrote, so that the next
         program finds /tmp empty; if anything resists, a fresh tmpfs replaces the old one.
         Cheaper than a tmpfs per child, and nearly free for a program that wrote nothing."""
-        with os.scandir(PRIVATE_TMP) as it:
+        with os.scandir(self.iso.tmp) as it:
             entries = list(it)
         if not entries:
             return
@@ -112,10 +111,10 @@ class Worker:
             else:
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
-        with os.scandir(PRIVATE_TMP) as it:
+        with os.scandir(self.iso.tmp) as it:
             if next(it, None) is None:
                 return
-        umount(PRIVATE_TMP)
+        umount(self.iso.tmp)
         self.tmp_mounted = False
 
     # -- one child ---------------------------------------------------------------------------
@@ -164,7 +163,7 @@ class Worker:
     ) -> _ChildEnd:
         """Run one child until it exits or a limit ends it; kill its whole tree."""
         if self.iso.root_view:
-            workdir = PRIVATE_TMP  # emptied after each child (_empty_tmp)
+            workdir = self.iso.tmp  # emptied after each child (_empty_tmp)
             if not self.tmp_mounted:
                 self._mount_tmp()
         else:
@@ -480,7 +479,7 @@ def worker_main(argv: list[str]) -> int:
     as_base = _vm_size()
     finish(iso, index, limits.uid_base, list(options.hide), options.landlock)
     worker = Worker(limits, iso, area, as_base)
-    write_msg(out_fd, ("ready", tuple(worker.layers), worker.root, tuple(iso.notes)))
+    write_msg(out_fd, ("ready", tuple(worker.layers), worker.root, tuple(iso.notes), iso.stage))
     try:
         while True:
             msg = read_msg(in_fd)
