@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -20,8 +21,6 @@ from attribution.execution.options import OptionError, checker_options, config_o
 from attribution.execution.references import (
     Reference,
     ReferenceError,
-    decode_value,
-    encode_value,
     read_references,
     write_references,
 )
@@ -253,21 +252,33 @@ def test_changed_dataset_discards_shards(tmp_path):
 # References
 
 
-def test_reference_values_round_trip_without_pickle(tmp_path):
+def test_reference_values_round_trip_and_loading_runs_no_code(tmp_path):
     values = [1, 2**20000, -0.0, float("inf"), (1, [2, (3,)]), {(1, 2): {3}}, frozenset({4}),
               b"\x00x", 1 + 2j, None, True, "s", {"k": [1.5]}]  # fmt: skip
-    for v in values:
-        back = decode_value(json.loads(json.dumps(encode_value(v))))
-        assert back == v and type(back) is type(v)
     ref = Reference("k" * 64, [[1]], {"base": values}, {"base": [0.1] * len(values)})
     path = write_references({"T/0": ref}, tmp_path / "r.parquet", "d" * 64, "c")
-    assert read_references(path) == {"T/0": ref}
+    back = read_references(path)
+    assert back == {"T/0": ref}
+    assert [type(v) for v in back["T/0"].expected["base"]] == [type(v) for v in values]
     raw = pd.read_parquet(path)
     assert raw["dataset_sha256"].iloc[0] == "d" * 64 and raw["code"].iloc[0] == "c"
-    raw.loc[0, "expected"] = json.dumps({"base": [{"$pickle": "gASVAAAA"}]})
+    # A file someone else wrote, whose pickle would run a command when loaded by pickle.loads.
+    marker = tmp_path / "ran"
+    raw.loc[0, "expected"] = pickle.dumps({"base": [Exploit(str(marker))]})
     raw.to_parquet(path)
-    with pytest.raises(ReferenceError, match="unknown value tag"):
+    with pytest.raises(ReferenceError, match="damaged row.*not allowed"):
         read_references(path)
+    assert not marker.exists()
+
+
+class Exploit:
+    """Unpickles to ``os.system("touch PATH")``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
 
 
 def test_references_file_is_used_checked_and_never_from_home(tmp_path, monkeypatch):
