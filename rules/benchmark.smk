@@ -1,6 +1,6 @@
 # Stage 3: every model x benchmark -> generations (GPU) -> executions (sandbox, CPU) -> metrics
-# -> results/summary/metrics.parquet. Library: attribution.generation, attribution.execution,
-# attribution.summary.
+# -> results/summary/metrics.parquet, with reference outputs and timings (HumanEval+) per
+# benchmark. Library: attribution.generation, attribution.execution, attribution.summary.
 
 rule generate:
     input:
@@ -27,14 +27,35 @@ rule generate:
         "../workflow_scripts/generate.py"
 
 
+rule references:
+    input:
+        dataset=benchmark_dataset_file,
+    output:
+        "data/references/{benchmark}.parquet",
+    wildcard_constraints:
+        benchmark="|".join(REFERENCE_BENCHMARKS),
+    params:
+        code=code_of("references.py"),
+    threads: config["execution"]["workers"]
+    log:
+        "logs/references/{benchmark}.log",
+    benchmark:
+        "benchmarks_out/references/{benchmark}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/references.py"
+
+
 rule execute:
     input:
-        generations="results/{model}/{benchmark}/generations.parquet",
-        dataset=benchmark_dataset_file,
+        unpack(execute_inputs),
     output:
         "results/{model}/{benchmark}/executions.parquet",
     params:
+        checker=checker_settings,
         code=code_of("execute.py"),
+        isolation=config["execution"]["isolation"],
     threads: config["execution"]["workers"]
     log:
         "logs/execute/{model}/{benchmark}.log",

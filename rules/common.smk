@@ -193,6 +193,30 @@ def benchmark_dataset_file(wildcards):
     return f"data/raw/{BENCHMARK_DATASET[wildcards.benchmark]}.parquet"
 
 
+# Benchmarks whose checker takes expected outputs and timings from a reference solution run
+# (the references job): HumanEval+ (evalplus' ground truth).
+REFERENCE_BENCHMARKS = ["humanevalplus"]
+
+
+def execute_inputs(wildcards):
+    """Generations, the dataset and, where the checker needs them, the reference outputs."""
+    inputs = {
+        "generations": f"results/{wildcards.model}/{wildcards.benchmark}/generations.parquet",
+        "dataset": benchmark_dataset_file(wildcards),
+    }
+    if wildcards.benchmark in REFERENCE_BENCHMARKS:
+        inputs["references"] = f"data/references/{wildcards.benchmark}.parquet"
+    return inputs
+
+
+def checker_settings(wildcards):
+    """The execution settings one benchmark's verdicts depend on (limits, comparison)."""
+    from attribution.execution.options import config_options
+
+    b = wildcards.benchmark
+    return config_options(b, benchmark_settings(b), config["execution"])
+
+
 def summary_runs():
     return [
         {"model": m, "model_entry": MODELS[m].entry, "revision": MODELS[m].revision, "benchmark": b}
@@ -227,13 +251,18 @@ def trace_settings():
     """What every traced cell depends on (not max_problems/force_problems: selection)."""
     settings = {
         key: TRACE[key]
-        for key in ("kinds", "samples", "window", "span", "seed", "batch_rows", "screen")
+        for key in (
+            "kinds", "samples", "window", "span", "seed", "batch_rows", "screen", "corruption"
+        )
         if key in TRACE
     }
     if "noise" in TRACE:
         settings["noise"] = TRACE["noise"]
     else:
         settings["noise_sigmas"] = TRACE.get("noise_sigmas", 3.0)
+    if TRACE.get("corruption", "noise") == "replace":  # token replacement has no noise scale
+        settings.pop("noise", None)
+        settings.pop("noise_sigmas", None)
     return settings
 
 

@@ -1,7 +1,7 @@
 # Stage: causal tracing (ROME) of the CRUXEval-O problems each model answers correctly.
 #   select_trace_problems (checkpoint) -> results/{model}/trace/selected.parquet
 #   causal_trace [gpu]                 -> results/{model}/trace/problems/{problem}.parquet
-#   trace_summary                      -> results/{model}/trace/summary.parquet
+#   trace_summary                      -> results/{model}/trace/summary.parquet, screens.parquet
 #   activation_norms [gpu]             -> results/{model}/trace/activation_norms.parquet
 # Library: workflow_scripts/attribution/tracing/ (column contracts in its module docstrings).
 
@@ -63,7 +63,8 @@ rule trace_summary:
         selected="results/{model}/trace/selected.parquet",
         problems=traced_problem_files,
     output:
-        "results/{model}/trace/summary.parquet",
+        summary="results/{model}/trace/summary.parquet",
+        screens="results/{model}/trace/screens.parquet",
     params:
         code=code_of("trace_summary.py"),
     log:

@@ -17,8 +17,9 @@ from attribution.execution.apps import (
     wrap_stdin_program,
 )
 from attribution.execution.cruxeval import extract_answer, official_skip
-from attribution.execution.engine import execute_samples, score_executions
+from attribution.execution.engine import execute_samples
 from attribution.execution.humanevalplus import output_matches, program_source
+from attribution.execution.scoring import score_executions
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -102,7 +103,7 @@ def test_program_source_accepts_solution_style():
     )
     assert program_source(task, "    return x") == task.prompt + "    return x"
     full = "def g(x: List[int]):\n    return x\n"
-    assert program_source(task, full) == "from typing import List\n" + full
+    assert program_source(task, full) == "from typing import List\n\n" + full
 
 
 def _apps_tasks() -> pd.DataFrame:

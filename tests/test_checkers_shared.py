@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from attribution.data.loaders import load_dataset_file
-from attribution.execution.engine import execute_samples, score_executions
+from attribution.execution.engine import execute_samples
 from attribution.execution.passk import pass_at_k_table
+from attribution.execution.scoring import score_executions
 
 pytestmark = [pytest.mark.shared, pytest.mark.timeout(600)]
 
@@ -28,7 +29,6 @@ def test_humanevalplus_canonical_solutions_pass_base_and_plus(shared_benchmarks,
         tmp_path / "ex.parquet",
         workers=2,
         progress=False,
-        reference_cache=False,
     )
     assert len(ex) == 164
     assert ex["base_passed"].all(), ex.loc[~ex["base_passed"], ["task_id", "status"]]

@@ -156,7 +156,7 @@ def test_real_summary_format_end_to_end(tmp_path):
     pass@k figure: the numbers drawn are the scorer's, and the intervals belong to them."""
     import json
 
-    from attribution.execution.engine import score_executions
+    from attribution.execution.scoring import score_executions
     from attribution.plots.metrics import pass_at_k_figure, pass_at_k_table
     from attribution.summary import Run, summarize
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from attribution.data.records import COLUMNS
-from attribution.execution.engine import execute_samples, score_executions
+from attribution.execution.engine import execute_samples
+from attribution.execution.scoring import score_executions
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -45,10 +46,21 @@ def _samples() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task_id", "sample", "completion"])
 
 
+def _fingerprint(refs) -> dict:
+    from attribution.execution.checker import make_checker
+    from attribution.execution.engine import run_fingerprint
+    from attribution.execution.references import read_references
+
+    checker = make_checker("humanevalplus", _tasks())
+    checker.import_references(read_references(refs))
+    return run_fingerprint(checker, _tasks(), None, [f"T/{i}" for i in range(3)])
+
+
 def test_scores_and_resumes_from_shards(tmp_path):
     out = tmp_path / "ex.parquet"
+    refs = tmp_path / "references.parquet"
     full = execute_samples(
-        "humanevalplus", _tasks(), _samples(), out, progress=False, reference_cache=tmp_path
+        "humanevalplus", _tasks(), _samples(), out, progress=False, references=refs
     )
     assert list(full["passed"]) == [True, True, False] + [True, False, False] * 2
     assert list(full["base_passed"]) == [True, True, True] + [True, False, True] * 2
@@ -57,10 +69,14 @@ def test_scores_and_resumes_from_shards(tmp_path):
     assert m["plus"]["pass@1"] == pytest.approx((2 / 3 + 1 / 3 + 1 / 3) / 3)
     assert m["plus"]["pass@3"] == 1.0
 
+    assert refs.exists()  # written by the first run, reused by the next ones
+
     # A run killed after its first shard: those rows are reused, unless the completion changed.
     out2 = tmp_path / "again.parquet"
     shards = tmp_path / ".again.parquet.shards"
     shards.mkdir()
+    fingerprint = _fingerprint(refs)
+    (shards / "fingerprint.json").write_text(json.dumps(fingerprint))
     partial = full.iloc[:3].copy()
     partial["error"] = "from-shard"
     partial.to_parquet(shards / "part-000000.parquet", index=False)
@@ -68,11 +84,11 @@ def test_scores_and_resumes_from_shards(tmp_path):
     samples = _samples()
     samples.loc[2, "completion"] = "    return -1\n"  # changed since the shard was written
     again = execute_samples(
-        "humanevalplus", _tasks(), samples, out2, progress=False, reference_cache=tmp_path
+        "humanevalplus", _tasks(), samples, out2, progress=False, references=refs
     )
-    assert (tmp_path / "humanevalplus.pkl").exists()  # the second run reused the references
     assert list(again["error"].iloc[:2]) == ["from-shard", "from-shard"]
     assert again["error"].iloc[2] == "" and not again["passed"].iloc[2]
+    assert again["status"].iloc[2] == "wrong_answer"
     assert list(again["passed"].iloc[3:]) == list(full["passed"].iloc[3:])
     assert not shards.exists() and out2.exists()
     assert pd.read_parquet(out2).shape == again.shape
@@ -96,14 +112,13 @@ def test_malformed_samples_get_their_own_status(tmp_path):
         samples,
         tmp_path / "ex.parquet",
         progress=False,
-        reference_cache=False,
     )
     status = dict(zip(zip(ex["task_id"], ex["sample"], strict=True), ex["status"], strict=True))
     assert status[("T/9", 0)] == "unknown_task"
     assert status[("T/0", 1)] == "empty_completion"
     assert status[("T/0", 2)] == "malformed"
     assert sorted(ex.loc[ex["task_id"] == "", "status"]) == ["malformed", "malformed"]
-    assert status[("T/0", 0)] == "fail"
+    assert status[("T/0", 0)] == "wrong_answer"
     assert not ex.loc[ex["status"] != "pass", "passed"].any()
     assert "not valid UTF-8" in " ".join(ex["error"])
     m = score_executions("humanevalplus", ex)
@@ -154,9 +169,7 @@ def test_identical_verdicts_across_runs_workers_and_load(shared_benchmarks, tmp_
     def run(i: int, workers: int) -> list[tuple]:
         out = tmp_path / f"run{i}.parquet"
         # No reference cache: every run measures the canonical times (and limits) anew.
-        ex = execute_samples(
-            "humanevalplus", tasks, samples, out, workers, progress=False, reference_cache=False
-        )
+        ex = execute_samples("humanevalplus", tasks, samples, out, workers, progress=False)
         return _verdicts(ex)
 
     first = run(0, 2)

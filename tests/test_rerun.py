@@ -132,7 +132,7 @@ def importers(ws: Path, module: str) -> set[str]:
     [
         "score.py",  # an entry script
         "attribution/finetune/packing.py",  # one stage's library
-        "attribution/execution/passk.py",  # shared by execute/score and the comparison
+        "attribution/execution/passk.py",  # shared by score and the comparison
         "attribution/io.py",  # nearly everything
         "_entry.py",  # every rule
     ],

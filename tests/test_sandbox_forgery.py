@@ -67,6 +67,18 @@ FORGERIES = {
         "    os._exit(0)\n"
     ),
     "kills_parent": "    import os, signal\n    os.kill(os.getppid(), signal.SIGKILL)\n    return 0\n",
+    # The shared result area is writable by the child: claiming to have finished, or a value
+    # for one input, still leaves every other input without a value.
+    "forged_end_in_result_area": (
+        "    import os, pickle, sys\n"
+        "    frame = sys._getframe()\n"
+        "    while 'report' not in frame.f_locals:\n"
+        "        frame = frame.f_back\n"
+        "    area = frame.f_locals['report'].area\n"
+        "    area.append(pickle.dumps(('in', 0, 'ok', 3, 0.0, '', None, '', '')))\n"
+        "    area.append(pickle.dumps(('end',)))\n"
+        "    os._exit(0)\n"
+    ),
 }
 
 
@@ -78,9 +90,7 @@ def scored(tmp_path_factory):
     samples = pd.DataFrame(
         {"task_id": "T/0", "sample": range(len(names)), "completion": completions}
     )
-    frame = execute_samples(
-        "humanevalplus", _tasks(), samples, tmp / "ex.parquet", workers=2, reference_cache=False
-    )
+    frame = execute_samples("humanevalplus", _tasks(), samples, tmp / "ex.parquet", workers=2)
     return dict(zip(names, frame.sort_values("sample").to_dict(orient="records"), strict=True))
 
 

@@ -132,7 +132,12 @@ def test_default_profile_is_local_and_drops_code_trigger():
     # next to this automatically loaded workflow profile (which wins key by key).
     slurm = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     assert set(profile) & {"resources", "default-resources", "set-resources"} == set()
-    assert set(profile) & set(slurm) <= {"rerun-triggers", "printshellcmds", "show-failed-logs"}
+    assert set(profile) & set(slurm) <= {
+        "rerun-triggers",
+        "rerun-incomplete",
+        "printshellcmds",
+        "show-failed-logs",
+    }
 
 
 @pytest.mark.slow

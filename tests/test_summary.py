@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from attribution.execution.engine import score_executions
+from attribution.execution.scoring import score_executions
 from attribution.summary import SUMMARY_COLUMNS, Run, summarize
 
 
@@ -36,6 +36,11 @@ def files(tmp_path):
             "tests_passed": [3, 1, 0],
             "tests_total": [3, 2, 4],
             "difficulty": ["introductory", "introductory", "interview"],
+            "comparison": "official",
+            "passed_official": [True, False, False],
+            "tests_passed_official": [3, 1, 0],
+            "passed_strict": [False, False, False],  # p1 passes on the lenient rule only
+            "tests_passed_strict": [2, 1, 0],
         }
     )
     for name, sha in (("humanevalplus", "h" * 64), ("apps", "p" * 64)):
@@ -86,6 +91,8 @@ def test_rows_per_metric_with_hashes_and_revision_fields(files):
     assert strict["variant"] == "interview" and strict["stat"] == "strict_accuracy"
     assert pd.isna(apps.loc["strict_accuracy", "k"])
     assert apps.loc["test_case_pass_rate", "value"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert apps.loc["by_comparison/official/pass@1", "value"] == apps.loc["pass@1", "value"]
+    assert apps.loc["by_comparison/strict/pass@1", "value"] == 0.0
     assert apps["training_step"].isna().all() and apps["revision"].isna().all()
     assert set(frame["code_version"]) == {"code123"}
 

@@ -97,3 +97,51 @@ def test_cli_bad_input(tiny_model_dir, prompt_file, tmp_path, capsys):
             _args(tiny_model_dir, prompt_file, out, "--noise", "1", "--noise-sigmas", "3")
         )
     assert not out.exists()
+
+
+def test_cli_replace_and_atp_star(tiny_llama_dir, prompt_file, tmp_path, capsys):
+    out = tmp_path / "r.parquet"
+    args = _args(tiny_llama_dir, prompt_file, out, "--corruption", "replace",
+                 "--replacement", "42", "--replacement", "17", "--screens", "atp,atp_star")  # fmt: skip
+    assert attribution_main(args) == 0, capsys.readouterr().err
+    frame = pd.read_parquet(out)
+    assert (frame.corruption == "replace").all() and frame.corruption_sources.iloc[0] == "42,17"
+    assert (frame.samples == 2).all() and frame.noise.isna().all()
+    computed = frame[frame.computed]
+    assert computed.ap_score.notna().all() and computed.atp_star_magnitude.notna().all()
+    assert frame.atp_qk_score.isna().all()  # not asked for
+    printed = capsys.readouterr().out
+    assert "atp_star" in printed and "false_negative_rate" in printed
+
+
+def test_cli_refusals_are_errors_not_tracebacks(tiny_llama_dir, prompt_file, tmp_path, capsys):
+    out = tmp_path / "x.parquet"
+    # a replacement that does not keep the span's token count
+    args = _args(tiny_llama_dir, prompt_file, out, "--corruption", "replace",
+                 "--replacement", "[1, 2, 3, 4, 5, 6, 7]")  # fmt: skip
+    assert attribution_main(args) == 2
+    assert "does not tokenize" in capsys.readouterr().err
+    # the engine's own refusal (fewer rows per forward than corrupted rows)
+    assert attribution_main(_args(tiny_llama_dir, prompt_file, out, "--noise", "0.1",
+                                  "--batch-rows", "2")) == 2  # fmt: skip
+    assert "\nerror: max_rows (2) must be >= samples (3)" in capsys.readouterr().err
+    # a model no adapter fits: its blocks have no attention (a state-space model)
+    import shutil
+
+    from transformers import MambaConfig, MambaForCausalLM
+
+    mamba = tmp_path / "mamba"
+    MambaForCausalLM(
+        MambaConfig(vocab_size=1024, hidden_size=16, num_hidden_layers=2, state_size=4)
+    ).save_pretrained(mamba)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_llama_dir / name).exists():
+            shutil.copy(tiny_llama_dir / name, mamba / name)
+    assert attribution_main(_args(mamba, prompt_file, out, "--noise", "0.1")) == 2
+    err = capsys.readouterr().err
+    assert "error: mamba: expected exactly one list of decoder blocks" in err, err
+    assert "Traceback" not in err
+    # noise settings with token replacement, or neither
+    assert attribution_main(_args(tiny_llama_dir, prompt_file, out)) == 2
+    assert "--noise NU or --noise-sigmas K" in capsys.readouterr().err
+    assert not out.exists()

@@ -8,7 +8,7 @@ import torch
 
 from attribution.models.loading import load_model_and_tokenizer
 from attribution.tracing.engine import CausalTracer, TraceSettings, restored_layers
-from tracing_reference import llama_like_parts, naive_trace, random_family_model
+from tracing_reference import llama_like_parts, naive_trace
 
 PROMPT = "def f(x):\n    return x * 2 + 1\nassert f([1, 2]) == "
 
@@ -100,22 +100,6 @@ def test_batching_does_not_change_scores(tiny):
     large = tracer.trace(ids[0], span, TraceSettings(noise=0.5, samples=2, max_rows=4096))
     for kind in small.scores:
         np.testing.assert_allclose(small.scores[kind], large.scores[kind], atol=1e-6)
-
-
-@pytest.mark.parametrize("family", ["gpt2", "gpt_bigcode", "starcoder2"])
-def test_engine_equals_naive_other_families(family):
-    model, parts = random_family_model(family)
-    ids = torch.randint(0, 97, (1, 12), generator=torch.Generator().manual_seed(5))
-    span = (5, 8)
-    settings = TraceSettings(noise=1.0, samples=2, window=2, seed=1)
-    result = CausalTracer(model).trace(ids[0], span, settings)
-    ref, low, high = naive_trace(
-        model, parts, ids, span, settings.kinds, 2, 1.0, 2, 1, result.target_id
-    )
-    assert result.low == pytest.approx(low, abs=1e-6)
-    assert result.high == pytest.approx(high, abs=1e-6)
-    for kind in settings.kinds:
-        np.testing.assert_allclose(result.scores[kind], ref[kind], atol=1e-5, rtol=0)
 
 
 def test_settings_reject_bad_values():

@@ -1,6 +1,6 @@
 """The trace stage in the workflow, end to end on a tiny model in a temporary copy: the
-selection checkpoint, per-problem traces, summary and activation norms; a forced problem list;
-an empty selection; what a settings change reruns."""
+selection checkpoint, per-problem traces with the AtP* screens, summary, screen agreement and
+activation norms; a forced problem list; an empty selection; what a settings change reruns."""
 
 from __future__ import annotations
 
@@ -46,11 +46,12 @@ def _config(**trace):
     return merged(base, override)
 
 
+FORCED = {"force_problems": ["sample_2", "sample_0"], "screen": ["atp", "atp_qk", "atp_star"]}
+
+
 @pytest.fixture(scope="module")
 def forced_run(tmp_path_factory):
-    ws = make_workspace(
-        tmp_path_factory.mktemp("trace") / "ws", _config(force_problems=["sample_2", "sample_0"])
-    )
+    ws = make_workspace(tmp_path_factory.mktemp("trace") / "ws", _config(**FORCED))
     run_snakemake(ws, *TARGETS)
     return ws
 
@@ -65,6 +66,7 @@ def test_forced_problems_are_traced(forced_run: Path):
         assert len(cells) == 3 * n_tokens * n_layers
         assert (cells.problem == task).all() and (cells.samples == 3).all()
         assert cells.ap_score.notna().all()  # the attribution-patching screen ran
+        assert cells.atp_star_magnitude.notna().all() and (cells.corruption == "noise").all()
         assert cells.sigma.iloc[0] > 0 and cells.noise.iloc[0] == pytest.approx(
             3 * cells.sigma.iloc[0]
         )
@@ -79,12 +81,14 @@ def test_forced_problems_are_traced(forced_run: Path):
     log = (forced_run / "logs/trace/select" / f"{MODEL}.log").read_text()
     assert "selected 2 problem(s) (forced)" in log
     trace_log = (forced_run / "logs/trace/problems" / MODEL / "sample_2.log").read_text()
-    assert "attribution patching vs exact, hidden: Spearman" in trace_log
+    assert "screen atp_qk vs exact trace, hidden: Spearman" in trace_log
+    screens = pd.read_parquet(out / "screens.parquet")
+    assert len(screens) == 2 * 3 * 3 and set(screens.problem) == {"sample_2", "sample_0"}
 
 
 def test_up_to_date_then_settings_rerun_only_traces(forced_run: Path):
     assert dry_run(forced_run, *TARGETS) == []
-    config = _config(force_problems=["sample_2", "sample_0"], samples=4)
+    config = _config(**FORCED, samples=4)
     write_config(forced_run, config)
     jobs = job_keys(dry_run(forced_run, *TARGETS))
     wc = (("model", MODEL),)

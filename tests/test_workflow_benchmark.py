@@ -154,10 +154,39 @@ def test_revision_of_one_model_reruns_only_its_jobs(ws):
 
 
 def test_scoring_module_edit_reruns_its_importers_not_generation(ws):
-    # passk.py is imported by the execution engine, which execute and score both run
+    # passk.py is scoring only (attribution.execution.scoring): execute never imports it
     passk = ws / "workflow_scripts/attribution/execution/passk.py"
     passk.write_text(passk.read_text() + "\n# an edit that changes the file's content\n")
+    assert job_keys(dry_run(ws, SUMMARY)) == expected(["score"])
+
+
+def test_scoring_edit_never_reruns_execution(ws):
+    scoring = ws / "workflow_scripts/attribution/execution/scoring.py"
+    scoring.write_text(scoring.read_text() + "\n# an edit that changes the file's content\n")
+    assert job_keys(dry_run(ws, SUMMARY)) == expected(["score"])
+
+
+def test_engine_edit_reruns_execution_not_references(ws):
+    engine = ws / "workflow_scripts/attribution/execution/engine.py"
+    engine.write_text(engine.read_text() + "\n# changed\n")
     assert job_keys(dry_run(ws, SUMMARY)) == expected(["execute", "score"])
+
+
+def test_new_time_limit_reruns_exactly_the_executions_it_applies_to(ws):
+    edit_config(ws, {"execution": {"min_time_limit_s": 2.0}})
+    jobs = dry_run(ws, SUMMARY)
+    assert job_keys(jobs) == expected(["execute", "score"], benchmarks=["humanevalplus"])
+    assert all("params" in j.reason for j in jobs if j.rule == "execute")
+
+
+def test_humanevalplus_checker_edit_reruns_its_references(ws):
+    checker = ws / "workflow_scripts/attribution/execution/humanevalplus.py"
+    checker.write_text(checker.read_text() + "\n# changed\n")
+    jobs = dry_run(ws, SUMMARY)
+    assert ("references", (("benchmark", "humanevalplus"),)) in job_keys(jobs)
+    assert job_keys(jobs) - {("references", (("benchmark", "humanevalplus"),))} == expected(
+        ["execute", "score"]
+    )
 
 
 def test_generation_module_edit_reruns_generation_and_everything_after(ws):

@@ -4,13 +4,15 @@ import pandas as pd
 
 from _entry import setup
 from attribution import provenance
-from attribution.execution.engine import score_executions
+from attribution.execution.sandbox import layers_in_force
+from attribution.execution.scoring import score_executions
 from attribution.io import write_json
 
 smk = snakemake  # noqa: F821
 log = setup(smk)
 executions = pd.read_parquet(smk.input.executions)
 metrics = score_executions(smk.wildcards.benchmark, executions, list(smk.params.ks))
+metrics["sandbox"] = layers_in_force(executions["layers"])
 record = provenance.from_frame(executions, smk.input.executions)
 metrics["provenance"] = {**record, "code": smk.params.code}
 write_json(metrics, smk.output[0])

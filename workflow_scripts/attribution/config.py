@@ -110,6 +110,17 @@ def describe_validation_error(error: Any) -> str:
     return message
 
 
+def _check_checker_options(bench: str, settings: dict[str, Any]) -> None:
+    """Execution settings that do not apply to a benchmark are errors (never ignored)."""
+    from attribution.execution.options import OptionError, checker_options
+
+    keys = ("time_limit_s", "comparison", "float_tolerance")
+    try:
+        checker_options(bench, **{k: settings.get(k) for k in keys})
+    except OptionError as exc:
+        raise ConfigError(f"benchmarks.{bench}: {exc}") from None
+
+
 def check_config(config: dict[str, Any], workdir: str | Path = ".") -> None:
     """Cross-entry checks the schema cannot express; raises ConfigError naming the key."""
     root = Path(workdir)
@@ -124,6 +135,7 @@ def check_config(config: dict[str, Any], workdir: str | Path = ".") -> None:
             raise ConfigError(
                 f"benchmarks.{bench}: needs datasets.{dataset}, which is not configured"
             )
+        _check_checker_options(bench, config["benchmarks"][bench] or {})
     check_generation_gpus(config)
     models = config["models"]
     for name, entry in models.items():

@@ -32,10 +32,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write ``df`` to Parquet atomically (no index)."""
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str], **options: Any) -> Path:
+    """Write ``df`` to Parquet atomically (no index); ``options`` go to ``DataFrame.to_parquet``
+    (e.g. ``compression``)."""
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        df.to_parquet(tmp, index=False, **options)
     return Path(path)
 
 

@@ -17,6 +17,7 @@ task-weighted mean is the ``all`` value).
 The provenance columns (dtype, device, GPU, backend, batch size, library versions:
 :mod:`attribution.provenance`) say how the generations behind each number were made; the
 comparison warns when compared rows differ in them.
+``sandbox_layers``: the sandbox isolation layers its executions ran under.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ SUMMARY_COLUMNS = (
     "tasks",
     "code_version",
     *PROVENANCE,  # how the generations were made (metrics.json's provenance block)
+    "sandbox_layers",
 )
 PASS_AT = re.compile(r"^pass@(\d+)$")
 # Leaves of metrics.json that are scores (fractions in [0, 1]); counts and per-task blocks are not.
@@ -172,6 +174,8 @@ def summarize(
             )
         n = metrics.get("counts", {}).get("min_n")
         made = metrics.get("provenance", {})
+        # The sandbox's isolation layers in force for every executed sample (metrics.json).
+        layers = ",".join(metrics.get("sandbox", {}).get("layers", []))
         common = {
             "model": run.model,
             "model_entry": run.model_entry,
@@ -184,6 +188,7 @@ def summarize(
             "n": n,
             "code_version": code_version,
             **{c: made.get(c) for c in PROVENANCE},
+            "sandbox_layers": layers,
         }
         for row in metric_rows(metrics):
             identity = {"metric": row.metric, "variant": row.variant, "stat": row.stat, "k": row.k}
@@ -210,6 +215,7 @@ def summarize(
         "variant",
         "stat",
         "subset",
+        "sandbox_layers",
     ):
         frame[column] = frame[column].astype("string")
     for column in set(PROVENANCE) - {"gpu_count", "batch_size"}:

@@ -7,6 +7,10 @@ Accepted inputs (``load_dataset_file`` picks by suffix and columns):
 - APPS: rows in the Hugging Face ``codeparrot/apps`` schema (JSONL or Parquet), the original
   directory layout (``NNNN/question.txt, input_output.json, solutions.json, metadata.json,
   starter_code.py``), MapCoder's ``selected150.jsonl`` and CodeRL's example-test JSONL.
+  Standard-input problems (no ``fn_name``) must have text tests: each input and output a string
+  or a list of lines (the official harness joins lists with newlines); anything else is
+  rejected naming the problem and the test. MapCoder's file is the one exception, normalized by
+  ``mapcoder_expected_text`` (see there).
 
 Hub sources go through ``datasets.load_dataset`` with a pinned revision; APPS reads its JSONL
 files with the ``json`` builder from ``hf://datasets/...`` paths (its loading script is dead).
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,6 +31,9 @@ import pandas as pd
 
 from attribution.data.records import APPS_DIFFICULTIES, COLUMNS, ID_COLUMN
 from attribution.io import read_jsonl
+
+
+log = logging.getLogger(__name__)
 
 
 class DatasetFormatError(ValueError):
@@ -124,13 +132,15 @@ def normalize_apps(row: dict[str, Any], index: int) -> dict[str, Any]:
                 f"{ds}: row {row_id}: field 'input_output' has {len(io_obj['inputs'])} inputs "
                 f"but {len(io_obj['outputs'])} outputs"
             )
+        if not io_obj.get("fn_name"):
+            _check_stdin_tests(row_id, io_obj)
     difficulty = _require(ds, row, row_id, "difficulty", str)
     if difficulty not in APPS_DIFFICULTIES and difficulty != "unknown":
         raise DatasetFormatError(
             f"{ds}: row {row_id}: field 'difficulty' is {difficulty!r}, expected one of "
             f"{list(APPS_DIFFICULTIES)}"
         )
-    return {
+    out = {
         "problem_id": str(row["problem_id"]),
         "question": question,
         "solutions": json.dumps(sol_list),
@@ -139,23 +149,81 @@ def normalize_apps(row: dict[str, Any], index: int) -> dict[str, Any]:
         "url": row.get("url") or "",
         "starter_code": row.get("starter_code") or "",
     }
+    if row.get("_normalized_tests"):
+        out["_normalized_tests"] = row["_normalized_tests"]
+    return out
+
+
+def mapcoder_expected_text(value: Any) -> str:
+    """The expected stdout of one of MapCoder's stdin-converted tests, as text.
+
+    MapCoder converted APPS' call-based problems to standard input (each argument on a line, as
+    Python writes it) and tells the model to print the function's result, but kept the returned
+    value itself as the expected output: 74 of the 150 problems of ``selected150.jsonl`` expect
+    an int, bool, float, list, dict or None. Such a value is normalized to ``str(value)``, the
+    text ``print(value)`` writes (``True``, ``[1, 2]``, ``None``), which is also how MapCoder's
+    own prompt shows the expected output to the model (``f"...{output[0]}"``). ExecEval, which
+    produced MapCoder's published numbers, instead rejects such a job, so ``is_solved`` is false
+    for every sample of these problems (README, "Differences from the official scorers").
+    """
+    return value if isinstance(value, str) else str(value)
 
 
 def _apps_from_mapcoder(row: dict[str, Any]) -> dict[str, Any]:
-    """MapCoder's selected150: tests are stdin-converted ({"input": text, "output": [text]})."""
+    """MapCoder's selected150: tests are stdin-converted ({"input": text, "output": [text]});
+    ``output`` is ExecEval's list of acceptable outputs, always one here."""
+    row_id = str(row.get("id") or row.get("name"))
     tests = row["test_list"]
     if isinstance(tests, str):
         tests = json.loads(tests)
-    outputs = [t["output"][0] if isinstance(t["output"], list) and len(t["output"]) == 1 else t["output"] for t in tests]
+    inputs, outputs, normalized = [], [], []
+    for i, test in enumerate(tests):
+        where = f"apps: row {row_id}: field 'test_list[{i}]"
+        if not isinstance(test, dict) or not {"input", "output"} <= set(test):
+            raise DatasetFormatError(f"{where}' needs keys 'input' and 'output'")
+        if not isinstance(test["input"], str):
+            raise DatasetFormatError(
+                f"{where}.input' should be text, got {type(test['input']).__name__}"
+            )
+        accepted = test["output"] if isinstance(test["output"], list) else [test["output"]]
+        if len(accepted) != 1:
+            raise DatasetFormatError(
+                f"{where}.output' lists {len(accepted)} acceptable outputs; exactly one is "
+                "supported"
+            )
+        if not isinstance(accepted[0], str):
+            normalized.append(i)
+        inputs.append(test["input"])
+        outputs.append(mapcoder_expected_text(accepted[0]))
     return {
-        "problem_id": str(row.get("id") or row.get("name")),
+        "problem_id": row_id,
         "question": row["description"],
         "solutions": "[]",
-        "input_output": json.dumps({"inputs": [t["input"] for t in tests], "outputs": outputs}),
+        "input_output": json.dumps({"inputs": inputs, "outputs": outputs}),
         "difficulty": row.get("difficulty", "unknown"),
         "url": "",
         "starter_code": row.get("starter_code") or "",
+        "_normalized_tests": normalized,
     }
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+    )
+
+
+def _check_stdin_tests(row_id: str, io_obj: dict[str, Any]) -> None:
+    """A standard-input problem's tests must be text (or lists of lines): never compared with
+    a program's output as something else, which would fail every sample silently."""
+    for field in ("inputs", "outputs"):
+        for i, value in enumerate(io_obj[field]):
+            if not _is_text(value):
+                raise DatasetFormatError(
+                    f"apps: row {row_id}: field 'input_output.{field}[{i}]' is "
+                    f"{type(value).__name__}, but a standard-input problem (no fn_name) needs "
+                    "text or a list of lines"
+                )
 
 
 def _apps_from_coderl_examples(row: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +257,10 @@ def normalize_rows(dataset: str, rows: Iterable[dict[str, Any]]) -> pd.DataFrame
     records = [normalize(dict(row), i) for i, row in enumerate(rows)]
     if not records:
         raise DatasetFormatError(f"{dataset}: no rows")
+    # How many tests per row had their expected output normalized to text (MapCoder APPS file).
+    normalized = {
+        i: len(r.pop("_normalized_tests")) for i, r in enumerate(records) if "_normalized_tests" in r
+    }
     frame = pd.DataFrame.from_records(records, columns=list(COLUMNS[dataset]))
     # Real files repeat ids (MapCoder's APPS selected150 lists problem 2886 twice, and its
     # published score counts both): keep every row, make the id unique with a visible suffix,
@@ -206,6 +278,14 @@ def normalize_rows(dataset: str, rows: Iterable[dict[str, Any]]) -> pd.DataFrame
             ids.append(task_id)
     frame[id_col] = ids
     frame.attrs["renamed_duplicate_ids"] = renamed
+    frame.attrs["normalized_expected_outputs"] = {ids[i]: tests for i, tests in normalized.items()}
+    if normalized:
+        log.warning(
+            "%s: expected outputs of %d problems normalized to text (MapCoder's stdin-converted "
+            "call-based tests; see mapcoder_expected_text)",
+            dataset,
+            len(normalized),
+        )
     return frame
 
 
@@ -370,5 +450,6 @@ def download_dataset(dataset: str, spec: dict[str, Any]) -> tuple[pd.DataFrame, 
         rows=len(frame),
         content_sha256=frame_sha256(frame),
         renamed_duplicate_ids=frame.attrs.get("renamed_duplicate_ids", []),
+        normalized_expected_outputs=frame.attrs.get("normalized_expected_outputs", {}),
     )
     return frame, provenance

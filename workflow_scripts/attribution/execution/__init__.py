@@ -1,27 +1,18 @@
 """Sandboxed execution and scoring of generated code (HumanEval+, CRUXEval-O/I, APPS).
 
-Entry points (also used by the pipeline's ``execute`` and ``score`` rules):
+Entry points (also used by the pipeline's ``references``, ``execute`` and ``score`` rules):
 
-* ``execute_samples(benchmark, tasks, samples, out_path, workers=...)`` -> executions frame,
-  written to ``out_path`` (Parquet), resumable after a kill;
-* ``score_executions(benchmark, executions, ks)`` -> metrics dict;
+* ``engine.execute_samples(benchmark, tasks, samples, out_path, workers=...)`` -> executions
+  frame, written to ``out_path`` (Parquet), resumable after a kill;
+* ``scoring.score_executions(benchmark, executions, ks)`` -> metrics dict;
+* ``references.write_references`` / ``read_references`` (reference outputs and timings);
 * ``python -m attribution evaluate ...`` (``attribution.execution.cli``).
 
-Modules: ``sandbox`` (the one place untrusted code runs), ``humanevalplus`` / ``cruxeval`` /
-``apps`` (the official checkers), ``passk``, ``engine``, ``cli``. Imported lazily, so that
-sandbox workers (which import ``attribution.execution.sandbox``) stay small.
+Modules: ``sandbox`` (the one place untrusted code runs), ``checker`` (the ``Checker``
+protocol), ``humanevalplus`` / ``cruxeval`` / ``apps`` (the official checkers), ``verdicts``
+(statuses and reasons), ``options`` (limits and comparison settings), ``references`` (the
+file format) and ``reference_run`` (computing them), ``engine``, ``scoring``, ``passk``,
+``cli``. Nothing is
+imported here, so sandbox workers (which import ``attribution.execution.sandbox``) stay small
+and scoring never loads the execution engine.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["execute_samples", "score_executions"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from attribution.execution import engine
-
-        return getattr(engine, name)
-    raise AttributeError(name)

@@ -2,12 +2,19 @@
 
     python -m attribution evaluate --benchmark {humanevalplus,cruxeval_o,cruxeval_i,apps}
         --dataset PATH --samples PATH --out PATH [--workers N] [--ks 1,10] [--metrics PATH]
+        [--min-time-limit S] [--time-limit-factor F]        (HumanEval+)
+        [--time-limit S]                                    (CRUXEval, APPS)
+        [--comparison official|strict] [--float-tolerance T] (APPS)
+        [--references PATH]                                 (HumanEval+)
 
 ``--dataset``: any file the download stage accepts (see ``attribution.data.loaders``).
 ``--samples``: JSONL, one object per sample with ``task_id`` and ``completion``; several rows per
 task for n > 1 (the ``sample`` index is assigned per task in file order). A line that is not
 UTF-8, not JSON, or lacks a field becomes a ``malformed`` row naming the line, never a crash.
 Writes the executions Parquet to ``--out`` and prints the metrics as JSON on stdout.
+``--references``: HumanEval+ reference outputs and timings (a ``references`` rule output, or a
+file this command wrote before): tasks found there are reused, the others computed and added.
+Without it they are computed in every run.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from attribution.data.records import BENCHMARK_DATASET, BENCHMARKS
+from attribution.execution.sandbox.records import ISOLATION_MODES
 
 
 def _valid_unicode(text: str) -> bool:
@@ -97,14 +105,59 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="CRUXEval: use completions as given (no [ANSWER]/== extraction)",
     )
+    limits = ap.add_argument_group("limits and comparison (defaults: the official ones)")
+    limits.add_argument(
+        "--min-time-limit",
+        type=float,
+        metavar="S",
+        help="HumanEval+: smallest CPU limit per input (default 1.0)",
+    )
+    limits.add_argument(
+        "--time-limit-factor",
+        type=float,
+        metavar="F",
+        help="HumanEval+: limit = max(min, F x reference CPU time) (default 4.0)",
+    )
+    limits.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="S",
+        help="CRUXEval, APPS: CPU limit per prediction / test (default 3 / 4)",
+    )
+    limits.add_argument(
+        "--comparison",
+        choices=("official", "strict"),
+        help="APPS: output comparison (default official; metrics report both)",
+    )
+    limits.add_argument(
+        "--float-tolerance",
+        type=float,
+        metavar="T",
+        help="APPS, --comparison strict: numbers within T x max(1, |expected|) are equal",
+    )
+    ap.add_argument(
+        "--references",
+        type=Path,
+        help="HumanEval+: reference outputs file to reuse and extend",
+    )
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--isolation",
+        choices=ISOLATION_MODES,
+        default="strict",
+        help="strict (default): refuse to run where the sandbox lacks file-system, network or "
+        "credential isolation; best_effort: run with what is available and warn",
+    )
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from attribution.data.loaders import load_dataset_file
-    from attribution.execution.engine import execute_samples, score_executions
+    from attribution.execution.engine import execute_samples
+    from attribution.execution.options import OptionError, checker_options
+    from attribution.execution.sandbox import SandboxLimits, SandboxUnavailable, layers_in_force
+    from attribution.execution.scoring import score_executions
     from attribution.io import write_json
 
     for name in ("dataset", "samples"):
@@ -116,21 +169,42 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"error: --ks {args.ks!r} is not a comma-separated list of integers", file=sys.stderr)
         return 2
+    try:
+        options = checker_options(
+            args.benchmark,
+            min_time_limit_s=args.min_time_limit,
+            time_limit_factor=args.time_limit_factor,
+            time_limit_s=args.time_limit,
+            comparison=args.comparison,
+            float_tolerance=args.float_tolerance,
+        )
+    except OptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.references is not None and args.benchmark != "humanevalplus":
+        print("error: --references applies to humanevalplus only", file=sys.stderr)
+        return 2
+    if args.no_extract and args.benchmark.startswith("cruxeval"):
+        options["extract"] = False
     tasks = load_dataset_file(BENCHMARK_DATASET[args.benchmark], args.dataset)
     samples = read_samples(args.samples)
-    options = (
-        {"extract": False} if args.no_extract and args.benchmark.startswith("cruxeval") else {}
-    )
-    executions = execute_samples(
-        args.benchmark,
-        tasks,
-        samples,
-        args.out,
-        workers=args.workers,
-        progress=not args.no_progress,
-        checker_options=options,
-    )
+    try:
+        executions = execute_samples(
+            args.benchmark,
+            tasks,
+            samples,
+            args.out,
+            workers=args.workers,
+            progress=not args.no_progress,
+            checker_options=options,
+            references=args.references,
+            limits=SandboxLimits(isolation=args.isolation),
+        )
+    except SandboxUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     metrics = score_executions(args.benchmark, executions, ks)
+    metrics["sandbox"] = layers_in_force(executions["layers"])
     if args.metrics:
         write_json(metrics, args.metrics)
     print(json.dumps(metrics, indent=2, sort_keys=True))

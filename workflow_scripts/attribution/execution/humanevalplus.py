@@ -2,39 +2,56 @@
 ChatGPT Really Correct?", section 2; evalplus ``evaluate.py`` / ``eval/__init__.py``).
 
 * The canonical solution is run (sandboxed) on every base and plus input; its outputs are the
-  expected values and its measured CPU time sets each input's limit:
-  ``max(min_time_limit, gt_time_limit_factor * t)`` (evalplus defaults 1.0 s and 4.0). We limit
-  CPU time rather than wall time, so verdicts do not flip when the machine is loaded.
-* The candidate (prompt + completion, or the completion alone when it defines the entry point
-  itself, evalplus "solution" style) is called on each input; an output passes when it equals
-  the expected one, or, when a tolerance applies (the task's ``atol``, or 1e-6 for float-shaped
-  expected values), when types and lengths match and ``np.allclose(out, exp, rtol=1e-07,
-  atol=atol)``. HumanEval/32 (``find_zero``) uses evalplus' special oracle ``|poly(x)| <= atol``.
+  expected values and its measured CPU time t sets each input's limit:
+  ``max(min_time_limit, time_limit_factor * t)`` (evalplus' defaults 1.0 s and 4.0). We limit
+  CPU time rather than wall time, so verdicts do not flip when the machine is loaded. The
+  outputs and times come from the ``references`` rule (``attribution.execution.references``).
+* The candidate (prompt + completion, or, when the completion defines the entry point itself,
+  the completion after the prompt's imports and the helper definitions it does not redefine)
+  is called on each input; an output passes when it equals the expected one, or, when a
+  tolerance applies (the task's ``atol``, or 1e-6 for float-shaped expected values), when types
+  and lengths match and ``np.allclose(out, exp, rtol=1e-07, atol=atol)``. HumanEval/32
+  (``find_zero``) uses evalplus' special oracle ``|poly(x)| <= atol``.
 * Original-format HumanEval tasks (only ``check(candidate)`` test code) get base inputs by
   recording the calls ``check`` makes on the canonical solution, as evalplus built its
   ``base_input``; the candidate is then judged on those inputs as above, so that no test code
   runs in the candidate's process (where its verdict could be forged).
 * ``base`` passes when every base input passes; ``plus`` (reported as HumanEval+) when every base
-  and every plus input passes.
+  and every plus input passes. The two suites are judged independently from their own inputs'
+  outcomes, as evalplus checks them separately: a plus input that crashes or times out the
+  process never changes the base verdict.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import math
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from attribution.data.records import HumanEvalPlusTask
+from attribution.execution.checker import JSONValue
+from attribution.execution.references import Reference, ReferenceError, ReferenceTable
 from attribution.execution.sandbox import PRELOAD, Program, SandboxResult
+from attribution.execution.verdicts import (
+    NOT_RUN,
+    PASS,
+    ColumnValue,
+    LineMap,
+    SuiteVerdict,
+    Verdict,
+    judge_inputs,
+)
 
 MIN_TIME_LIMIT = 1.0
-GT_TIME_LIMIT_FACTOR = 4.0
+TIME_LIMIT_FACTOR = 4.0
 REFERENCE_CPU_LIMIT = 60.0
-_CACHE_VERSION = 1  # per input, for the trusted canonical solution
+_REFERENCE_VERSION = 2  # bump when the meaning of stored reference outputs changes
 SUITES = ("base", "plus")
 
 
@@ -49,10 +66,6 @@ def __record_calls__():
     check(candidate)
     return calls
 """
-
-
-class ReferenceError(RuntimeError):
-    """The canonical solution itself failed: the dataset (or the machine) is broken."""
 
 
 def _is_floats(x: Any) -> bool:
@@ -86,50 +99,139 @@ def output_matches(entry_point: str, inp: list[Any], out: Any, exp: Any, atol: f
         return False
 
 
+def _defined_names(code: str) -> set[str]:
+    """Names a completion defines at top level (functions, classes, assigned names). A
+    completion that does not parse is read line by line, so its definitions still count."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        pattern = r"^(?:async\s+def|def|class)\s+([A-Za-z_]\w*)|^([A-Za-z_]\w*)\s*[:=]"
+        return {a or b for a, b in re.findall(pattern, code, re.MULTILINE)}
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
+
+
+def _statement_names(node: ast.stmt) -> set[str]:
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return {node.name}
+    if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return set()
+
+
+def prompt_context(task: HumanEvalPlusTask, completion: str) -> str:
+    """What a full-program completion keeps from the prompt: every top-level statement except
+    the entry point's definition and the names the completion defines itself (HumanEval/10,
+    32, 38 and 50 define helpers in the prompt that the solution calls). A prompt that does not
+    parse contributes its import lines only."""
+    tree = None
+    for text in (task.prompt, task.prompt + "\n    pass\n"):  # a header without docstring
+        try:
+            tree = ast.parse(text)
+            break
+        except SyntaxError:
+            continue
+    if tree is None:
+        lines = task.prompt.splitlines()
+        return "\n".join(ln for ln in lines if ln.startswith(("import ", "from ")))
+    redefined = _defined_names(completion) | {task.entry_point}
+    lines = task.prompt.splitlines()
+    kept: list[str] = []
+    for node in tree.body:
+        if _statement_names(node) & redefined:
+            continue
+        decorated = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        first = min([node.lineno, *(d.lineno for d in (node.decorator_list if decorated else []))])
+        kept.append("\n".join(lines[first - 1 : node.end_lineno]))
+    return "\n\n".join(kept)
+
+
+def defines_entry_point(task: HumanEvalPlusTask, completion: str) -> bool:
+    """The completion is a whole program (evalplus' "solution" style): it defines the entry
+    point at top level itself."""
+    return bool(re.search(rf"^def\s+{re.escape(task.entry_point)}\s*\(", completion, re.M))
+
+
+def assemble(task: HumanEvalPlusTask, completion: str) -> tuple[str, int, str]:
+    """(program source, lines before the completion, what those lines are)."""
+    if defines_entry_point(task, completion):
+        context = prompt_context(task, completion)
+        prefix = context + "\n\n" if context else ""
+        return prefix + completion, prefix.count("\n"), "the prompt's definitions kept"
+    return task.prompt + completion, task.prompt.count("\n"), "the prompt"
+
+
 def program_source(task: HumanEvalPlusTask, completion: str) -> str:
-    """prompt + completion; the completion alone (with the prompt's imports) when it defines the
-    entry point at top level itself."""
-    if re.search(rf"^def\s+{re.escape(task.entry_point)}\s*\(", completion, re.MULTILINE):
-        imports = [
-            line
-            for line in task.prompt.splitlines()
-            if line.startswith("import ") or line.startswith("from ")
-        ]
-        return "\n".join(imports) + "\n" + completion
-    return task.prompt + completion
+    """The program a completion runs as (see ``assemble``)."""
+    return assemble(task, completion)[0]
+
+
+def _line_map(prefix_lines: int, prefix_name: str) -> LineMap:
+    def where(line: int) -> str:
+        if line > prefix_lines:
+            return f"line {line - prefix_lines} of the completion"
+        return f"line {line} of {prefix_name}"
+
+    return where
 
 
 class HumanEvalPlusChecker:
     benchmark = "humanevalplus"
     preload = PRELOAD
     deterministic = False
-    needs_reference = True
-    extra_columns = {
+    extra_columns: dict[str, ColumnValue] = {
         "base_passed": False,
         "plus_passed": False,
         "base_status": "",
         "plus_status": "",
+        "base_reason": "",
+        "plus_reason": "",
     }
 
     def __init__(
         self,
         tasks: list[HumanEvalPlusTask],
-        suites: tuple[str, ...] = SUITES,
+        suites: Sequence[str] = SUITES,
         min_time_limit: float = MIN_TIME_LIMIT,
-        gt_time_limit_factor: float = GT_TIME_LIMIT_FACTOR,
+        time_limit_factor: float = TIME_LIMIT_FACTOR,
     ) -> None:
         bad = set(suites) - set(SUITES)
         if bad or not suites:
-            raise ValueError(f"suites must be a subset of {SUITES}, got {suites}")
+            raise ValueError(f"suites must be a subset of {SUITES}, got {tuple(suites)}")
+        if not min_time_limit > 0 or not time_limit_factor > 0:
+            raise ValueError(
+                f"min_time_limit ({min_time_limit}) and time_limit_factor "
+                f"({time_limit_factor}) must be > 0"
+            )
         self.tasks = {t.task_id: t for t in tasks}
         self.suites = tuple(s for s in SUITES if s in suites)
-        self.min_time_limit = min_time_limit
-        self.factor = gt_time_limit_factor
-        self.expected: dict[str, list[Any]] = {}
-        self.limits: dict[str, tuple[float, ...]] = {}
-        self.ref_cpu: dict[str, float] = {}
-        self.ref_times: dict[str, list[float]] = {}
-        self.recorded: dict[str, list[list[Any]]] = {}
+        self.min_time_limit = float(min_time_limit)
+        self.factor = float(time_limit_factor)
+        self.refs: dict[str, Reference] = {}
+
+    # -- the Checker protocol: tasks and settings ----------------------------------------------
+
+    def task_ids(self) -> list[str]:
+        return list(self.tasks)
+
+    def task_columns(self, task_id: str) -> dict[str, ColumnValue]:
+        return {}
+
+    def settings(self) -> dict[str, JSONValue]:
+        return {
+            "suites": list(self.suites),
+            "min_time_limit_s": self.min_time_limit,
+            "time_limit_factor": self.factor,
+        }
+
+    # -- inputs and references -----------------------------------------------------------------
 
     def needs_recording(self, task: HumanEvalPlusTask) -> bool:
         """Original-format HumanEval task: no input lists, only ``check(candidate)`` code."""
@@ -137,39 +239,49 @@ class HumanEvalPlusChecker:
 
     def suite_inputs(self, task: HumanEvalPlusTask, suite: str) -> list[list[Any]]:
         if self.needs_recording(task):
-            return self.recorded.get(task.task_id, []) if suite == "base" else []
+            ref = self.refs.get(task.task_id)
+            recorded = ref.recorded if ref is not None and ref.recorded is not None else []
+            return recorded if suite == "base" else []
         return task.base_input if suite == "base" else task.plus_input
 
-    def _inputs(self, task: HumanEvalPlusTask) -> list[list[Any]]:
-        out: list[list[Any]] = []
-        for suite in self.suites:
-            out += self.suite_inputs(task, suite)
-        return out
+    def reference_key(self, task_id: str) -> str:
+        """Content hash of everything the reference outputs depend on."""
+        t = self.tasks[task_id]
+        blob = json.dumps(
+            [_REFERENCE_VERSION, t.prompt, t.canonical_solution, t.entry_point, t.test,
+             t.base_input, t.plus_input],
+        )  # fmt: skip
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
-    def reference_programs(self, task_ids: list[str]) -> list[tuple[str, Program]]:
-        """Trusted runs still needed for ``task_ids``: first, for original-format tasks, a run
-        of ``check`` on the canonical solution that records the arguments of every call (how
-        evalplus derived its base inputs); then the canonical outputs and times on all inputs.
-        Call again after ``set_reference`` until it returns nothing."""
+    def _missing_suites(self, task_id: str) -> list[str]:
+        ref = self.refs.get(task_id)
+        return [s for s in self.suites if ref is None or s not in ref.expected]
+
+    def reference_programs(self, task_ids: Sequence[str]) -> list[tuple[str, Program]]:
+        """First, for original-format tasks, a run of ``check`` on the canonical solution that
+        records the arguments of every call (how evalplus derived its base inputs); then the
+        canonical outputs and CPU times on the inputs of every suite still missing."""
         progs = []
         # Most inputs first: a rough guess of the longest programs, scheduled first.
-        for tid in sorted(task_ids, key=lambda t: -len(self._inputs(self.tasks[t]))):
+        order = sorted(task_ids, key=lambda t: -len(self.tasks[t].plus_input))
+        for tid in order:
             task = self.tasks[tid]
-            canonical = task.prompt + task.canonical_solution
-            if tid in self.expected:
+            missing = self._missing_suites(tid)
+            if not missing:
                 continue
-            if self.needs_recording(task) and tid not in self.recorded:
+            canonical = task.prompt + task.canonical_solution
+            ref = self.refs.get(tid)
+            if self.needs_recording(task) and (ref is None or ref.recorded is None):
                 source = f"{canonical}\n{task.test}\n{_RECORDER.format(entry=task.entry_point)}"
                 prog = Program("eval", source, ("__record_calls__()",), (REFERENCE_CPU_LIMIT,))
                 progs.append((tid, prog))
                 continue
-            inputs = self._inputs(task)
-            limits = (REFERENCE_CPU_LIMIT,) * len(inputs)
+            inputs = [i for s in missing for i in self.suite_inputs(task, s)]
             prog = Program(
                 "call",
                 canonical,
                 tuple(inputs),
-                limits,
+                (REFERENCE_CPU_LIMIT,) * len(inputs),
                 entry=task.entry_point,
                 setup_cpu_s=REFERENCE_CPU_LIMIT,
             )
@@ -179,102 +291,134 @@ class HumanEvalPlusChecker:
     def set_reference(self, task_id: str, result: SandboxResult) -> None:
         bad = [i for i, o in enumerate(result.outcomes) if o.status != "ok"]
         if result.status != "ok" or bad:
+            first = result.outcomes[bad[0]] if bad else None
             raise ReferenceError(
-                f"humanevalplus {task_id}: canonical solution failed ({result.status} "
-                f"{result.error}; first bad input {bad[:1]})"
+                f"humanevalplus {task_id}: the canonical solution failed ({result.status} "
+                f"{result.error}; first bad input {bad[:1]}: "
+                f"{first.status + ' ' + first.error if first else '-'}): the dataset or the "
+                "machine is broken"
             )
         task = self.tasks[task_id]
-        if self.needs_recording(task) and task_id not in self.recorded:
-            self.recorded[task_id] = result.outcomes[0].value
+        ref = self.refs.get(task_id) or Reference(self.reference_key(task_id))
+        if self.needs_recording(task) and ref.recorded is None:
+            self.refs[task_id] = Reference(ref.key, list(result.outcomes[0].value), {}, {})
             return
-        self._set_expected(
-            task_id, [o.value for o in result.outcomes], [o.cpu_s for o in result.outcomes]
-        )
+        expected, cpu_s = dict(ref.expected), dict(ref.cpu_s)
+        start = 0
+        for suite in self._missing_suites(task_id):
+            size = len(self.suite_inputs(task, suite))
+            outs = result.outcomes[start : start + size]
+            expected[suite] = [o.value for o in outs]
+            cpu_s[suite] = [o.cpu_s for o in outs]
+            start += size
+        self.refs[task_id] = Reference(ref.key, ref.recorded, expected, cpu_s)
 
-    def _set_expected(self, task_id: str, expected: list[Any], times: list[float]) -> None:
-        self.expected[task_id] = expected
-        self.ref_times[task_id] = times
-        self.ref_cpu[task_id] = sum(times)
-        self.limits[task_id] = tuple(max(self.min_time_limit, self.factor * t) for t in times)
-
-    def reference_key(self, task_id: str) -> str:
-        """Content hash of everything the reference outputs depend on."""
-        t = self.tasks[task_id]
-        inputs = [self.suite_inputs(t, s) for s in self.suites]
-        blob = json.dumps(
-            [_CACHE_VERSION, self.suites, t.prompt, t.canonical_solution, t.entry_point, t.test,
-             inputs],
-        )  # fmt: skip
-        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
-
-    def export_references(self) -> dict[str, Any]:
-        """Reference outputs and times by content hash, for the on-disk cache (evalplus too
-        caches its ground truth); reusing measured times keeps limits identical across runs."""
-        return {
-            self.reference_key(t): (self.recorded.get(t), self.expected[t], self.ref_times[t])
-            for t in self.expected
-        }
-
-    def import_references(self, cache: dict[str, Any]) -> None:
-        for tid in self.tasks:
-            entry = cache.get(self.reference_key(tid))
-            if entry is None:
+    def import_references(self, table: ReferenceTable) -> None:
+        for tid, ref in table.items():
+            if tid not in self.tasks or ref.key != self.reference_key(tid):
                 continue
-            recorded, expected, times = entry
-            if recorded is not None:
-                self.recorded[tid] = recorded
-            if len(expected) == len(times) == len(self._inputs(self.tasks[tid])):
-                self._set_expected(tid, expected, times)
+            task = self.tasks[tid]
+            if self.needs_recording(task) and ref.recorded is None:
+                continue
+            sizes_ok = all(
+                len(ref.expected[s]) == len(ref.cpu_s.get(s, ()))
+                and len(ref.expected[s]) == len(self._inputs_with(ref, task, s))
+                for s in ref.expected
+            )
+            if sizes_ok:
+                self.refs[tid] = ref
+
+    def _inputs_with(self, ref: Reference, task: HumanEvalPlusTask, suite: str) -> list[Any]:
+        if self.needs_recording(task):
+            return (ref.recorded or []) if suite == "base" else []
+        return self.suite_inputs(task, suite)
+
+    def export_references(self) -> ReferenceTable:
+        return dict(self.refs)
 
     def cost(self, task_id: str) -> float:
         """CPU seconds the canonical solution needed (to schedule long programs first)."""
-        return self.ref_cpu.get(task_id, 0.0)
+        ref = self.refs.get(task_id)
+        return sum(sum(ref.cpu_s.get(s, ())) for s in self.suites) if ref else 0.0
 
-    def program(self, task: HumanEvalPlusTask, completion: str) -> Program:
+    def time_limits(self, task_id: str) -> list[float]:
+        """Per-input CPU limits over the checker's suites: max(min, factor x reference)."""
+        ref = self.refs[task_id]
+        return [
+            max(self.min_time_limit, self.factor * t) for s in self.suites for t in ref.cpu_s[s]
+        ]
+
+    # -- candidates ---------------------------------------------------------------------------
+
+    def _inputs(self, task: HumanEvalPlusTask) -> list[list[Any]]:
+        return [i for s in self.suites for i in self.suite_inputs(task, s)]
+
+    def program(self, task_id: str, completion: str) -> Program:
+        task = self.tasks[task_id]
         inputs = self._inputs(task)
         return Program(
             "call",
             program_source(task, completion),
             tuple(inputs),
-            self.limits[task.task_id],
+            tuple(self.time_limits(task_id)),
             entry=task.entry_point,
             setup_cpu_s=max(4.0, self.min_time_limit),
             stop_on_timeout=True,
         )
 
-    def judge(self, task: HumanEvalPlusTask, result: SandboxResult) -> dict[str, Any]:
-        expected = self.expected[task.task_id]
-        inputs = self._inputs(task)
-        verdicts = [
-            o.status == "ok" and output_matches(task.entry_point, inp, o.value, exp, task.atol)
-            for inp, o, exp in zip(inputs, result.outcomes, expected, strict=True)
-        ]
-        row: dict[str, Any] = {}
-        details: dict[str, list[bool]] = {}
+    def judge(self, task_id: str, completion: str, result: SandboxResult) -> Verdict:
+        task = self.tasks[task_id]
+        _, prefix_lines, prefix_name = assemble(task, completion)
+        where = _line_map(prefix_lines, prefix_name)
+        limits = self.time_limits(task_id)
+        ref = self.refs[task_id]
+        # Suites that never started: after a timeout the program stops on purpose
+        # (stop_on_timeout), so everything from there on is not run; a process that died at
+        # input i fails input i (judged below) and the suites after it are not run.
+        outcomes = result.outcomes
+        stop = next((i for i, o in enumerate(outcomes) if o.status == "not_run"), len(outcomes))
+        timed_out = 0 < stop and outcomes[stop - 1].status == "timeout"
+        suites: dict[str, SuiteVerdict] = {}
         start = 0
         for suite in self.suites:
-            size = len(self.suite_inputs(task, suite))
-            part, outs = verdicts[start : start + size], result.outcomes[start : start + size]
-            start += size
-            details[suite] = part
-            row[f"{suite}_passed"] = all(part)
-            row[f"{suite}_status"] = _suite_status(result, part, outs)
-        if "plus" in self.suites and "base" in self.suites:
-            row["plus_passed"] = row["plus_passed"] and row["base_passed"]
-        row["passed"] = all(row.get(f"{s}_passed", True) for s in self.suites)
-        row["status"] = (
-            "pass" if row["passed"] else _suite_status(result, verdicts, result.outcomes)
+            inputs = self.suite_inputs(task, suite)
+            end = start + len(inputs)
+            never = stop <= start if timed_out else stop < start
+            if never and inputs and result.status != "setup_error":
+                cause = next((v.reason for v in suites.values() if not v.passed), "")
+                suites[suite] = SuiteVerdict(
+                    False, NOT_RUN, f"not run: the program stopped earlier ({cause})", "", []
+                )
+            else:
+                outs = outcomes[start:end]
+                matches = [
+                    output_matches(task.entry_point, inp, o.value, exp, task.atol)
+                    if o.status == "ok"
+                    else None
+                    for inp, o, exp in zip(inputs, outs, ref.expected[suite], strict=True)
+                ]
+                suites[suite] = judge_inputs(
+                    result, outs, matches, limits[start:end], where, _labeler(suite)
+                )
+            start = end
+        columns: dict[str, ColumnValue] = {}
+        for suite, v in suites.items():
+            columns[f"{suite}_passed"] = v.passed
+            columns[f"{suite}_status"] = v.status
+            columns[f"{suite}_reason"] = v.reason
+        if "plus" in suites and "base" in suites:
+            columns["plus_passed"] = suites["plus"].passed and suites["base"].passed
+        passed = all(v.passed for v in suites.values())
+        first = next((v for v in suites.values() if not v.passed), None)
+        return Verdict(
+            passed=passed,
+            status=PASS if first is None else first.status,
+            reason="" if first is None else first.reason,
+            error="" if first is None else first.error,
+            details=json.dumps({s: v.flags for s, v in suites.items()}),
+            columns={**columns, "time_limit_s": max(limits, default=0.0)},
         )
-        row["error"] = result.error
-        row["details"] = json.dumps(details)
-        return row
 
 
-def _suite_status(result: SandboxResult, verdicts: list[bool], outcomes: list[Any]) -> str:
-    if all(verdicts):
-        return "pass"
-    if result.status == "setup_error":
-        return "setup_error"
-    if any(o.status == "timeout" for o in outcomes) or result.status == "timeout":
-        return "timeout"
-    return "fail"
+def _labeler(suite: str) -> Callable[[int], str]:
+    return lambda i: f"{suite} input {i}"

@@ -18,8 +18,12 @@ indirect_effect     score - low
 computed            False for skipped cells (score == low exactly)
 ap_score            attribution-patching estimate of score (low + linear estimate; NaN when the
                     screen did not run), see :mod:`attribution.tracing.patching`
+atp_qk_score        the same with AtP*'s QK fix (NaN when that screen did not run)
+atp_star_magnitude  AtP* (QK fix + GradDrop) estimate of |indirect effect| (NaN: did not run)
 sigma               embedding std the noise was scaled from (NaN when the scale was given)
-noise, samples, window, seed      the settings
+noise, samples, window, seed      the settings (noise NaN for ``replace``; samples = corrupted rows)
+corruption          ``noise`` (ROME's Gaussian noise) | ``replace`` (symmetric token replacement)
+corruption_sources  ``replace``: the task ids whose tokens replaced the span, comma-separated
 target_id, target_text, target_is_top1, span_start, span_end, num_tokens, span_kind
 ==================  ===========================================================================
 """
@@ -31,6 +35,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from attribution.tracing.agreement import SCREEN_COLUMNS
 from attribution.tracing.engine import TraceResult
 
 BUCKETS = (
@@ -72,20 +77,24 @@ def result_frame(
     sigma: float = math.nan,
     span_kind: str = "chars",
     estimates: dict[str, np.ndarray] | None = None,
+    screens: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
-    """One row per (kind, token, layer) cell; columns as in the module docstring."""
+    """One row per (kind, token, layer) cell; columns as in the module docstring.
+    ``screens``: screen -> kind -> (T, L) estimates (:func:`patching.screen_estimates`);
+    ``estimates`` alone is plain AtP's."""
+    screens = dict(screens or {})
+    if estimates is not None:
+        screens.setdefault("atp", estimates)
     length = len(result.input_ids)
     if len(token_texts) != length:
         raise ValueError(f"{len(token_texts)} token texts for {length} tokens")
     start, end = result.span
     rows = []
     for kind, grid in result.scores.items():
-        approx = None if estimates is None else estimates[kind]
         for t in range(length):
             bucket = token_bucket(t, result.span, length)
             for layer in range(result.num_layers):
                 score = float(grid[t, layer])
-                ap = math.nan if approx is None else result.low + float(approx[t, layer])
                 rows.append(
                     (
                         kind,
@@ -97,7 +106,6 @@ def result_frame(
                         score,
                         score - result.low,
                         bool(result.computed[t]),
-                        ap,
                     )
                 )
     frame = pd.DataFrame(
@@ -112,16 +120,20 @@ def result_frame(
             "score",
             "indirect_effect",
             "computed",
-            "ap_score",
         ],
     )
+    for screen, (column, is_score) in SCREEN_COLUMNS.items():
+        frame[column] = math.nan
+        if screen in screens:
+            values = np.concatenate([np.ravel(screens[screen][k]) for k in result.scores])
+            frame[column] = values + (result.low if is_score else 0.0)
     s = result.settings
     frame.insert(0, "problem", problem)
     frame["low"] = result.low
     frame["high"] = result.high
     frame["sigma"] = float(sigma)
-    frame["noise"] = float(s.noise)
-    frame["samples"] = s.samples
+    frame["noise"] = math.nan if s.noise is None else float(s.noise)
+    frame["samples"] = result.corrupted_rows
     frame["window"] = s.window
     frame["seed"] = s.seed
     frame["target_id"] = result.target_id
@@ -131,4 +143,6 @@ def result_frame(
     frame["span_end"] = end
     frame["num_tokens"] = length
     frame["span_kind"] = span_kind
+    frame["corruption"] = s.corruption
+    frame["corruption_sources"] = ",".join(result.sources)
     return frame

@@ -13,15 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from attribution import provenance
 from attribution.io import write_parquet
 from attribution.provenance import with_columns
+from attribution.tracing.agreement import AGREEMENT_COLUMNS, frame_agreement
+from attribution.tracing.corruption import (
+    Corruption,
+    draw_replacements,
+    replacement_corruption,
+)
 from attribution.tracing.engine import CausalTracer, TraceSettings
 from attribution.tracing.frames import result_frame
 from attribution.tracing.noise import embedding_sigma
 from attribution.tracing.norms import activation_norms, empty_norms
-from attribution.tracing.patching import attribution_patching, rank_agreement
+from attribution.tracing.patching import SCREENS, screen_agreement, screen_estimates
 from attribution.tracing.selection import select_problems
 from attribution.tracing.spans import TraceInput, prepare_cruxeval
 from attribution.tracing.summary import summarize
@@ -102,6 +109,35 @@ def token_texts(prepared: Any) -> list[str]:
     return [prepared.text[s:e] for s, e in prepared.offsets]
 
 
+def screen_list(value: Any) -> tuple[str, ...]:
+    """The screens a ``trace.screen`` value asks for: false -> none, true -> plain AtP, or a
+    list of names from :data:`attribution.tracing.patching.SCREENS`."""
+    if value is None or value is False:
+        return ()
+    if value is True:
+        return ("atp",)
+    names = [value] if isinstance(value, str) else list(value)
+    unknown = [n for n in names if n not in SCREENS]
+    if unknown:
+        raise ValueError(f"trace.screen: {unknown} are not screens; choose from {list(SCREENS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def log_agreement(table: pd.DataFrame) -> None:
+    for row in table.itertuples():
+        log.info(
+            "screen %s vs exact trace, %s: Spearman %.3f (of magnitudes %.3f), false negatives "
+            "%.3f of %d important cells, over %d cells",
+            row.screen,
+            row.kind,
+            row.spearman,
+            row.spearman_abs,
+            row.false_negative_rate,
+            row.n_important,
+            row.n_cells,
+        )
+
+
 def trace_frame(
     tracer: CausalTracer,
     problem: str,
@@ -109,27 +145,27 @@ def trace_frame(
     settings: TraceSettings,
     sigma: float,
     progress: bool = False,
-    screen: bool = False,
+    screens: Sequence[str] = (),
+    corruption: Corruption | None = None,
 ) -> pd.DataFrame:
     """Trace one prepared input and return its long frame (:mod:`attribution.tracing.frames`);
-    with ``screen`` also the attribution-patching estimate (``ap_score``), whose Spearman
-    agreement with the exact trace is logged per kind."""
+    with ``screens`` also their estimates (``ap_score``, ``atp_qk_score``,
+    ``atp_star_magnitude``), whose agreement with the exact trace is logged per kind."""
     prepared = inp.prompt
     result = tracer.trace(
-        prepared.input_ids, inp.span, settings, prepared.target_id, progress=progress
+        prepared.input_ids,
+        inp.span,
+        settings,
+        prepared.target_id,
+        progress=progress,
+        corruption=corruption,
     )
     estimates = None
-    if screen:
-        estimates = attribution_patching(
-            tracer, prepared.input_ids, inp.span, settings, result.target_id
+    if screens:
+        estimates = screen_estimates(
+            tracer, prepared.input_ids, inp.span, settings, result.target_id, screens, corruption
         )
-        for row in rank_agreement(result, estimates).itertuples():
-            log.info(
-                "attribution patching vs exact, %s: Spearman %.3f over %d cells",
-                row.kind,
-                row.spearman,
-                row.n_cells,
-            )
+        log_agreement(screen_agreement(result, estimates))
     target_text = prepared.target_text if prepared.target_text is not None else ""
     return result_frame(
         result,
@@ -139,8 +175,64 @@ def trace_frame(
         result.clean_top1 == result.target_id,
         sigma=sigma,
         span_kind=inp.span_kind,
-        estimates=estimates,
+        screens=estimates,
     )
+
+
+def cruxeval_replacement(
+    tokenizer: Any,
+    rows: dict[str, CruxRow],
+    task_id: str,
+    inp: TraceInput,
+    samples: int,
+    seed: int,
+) -> Corruption:
+    """Symmetric token replacement for one CRUXEval-O problem: the span (input literal, or the
+    function body) replaced by other problems' input literals (bodies) that tokenize to the same
+    tokens around it (:func:`attribution.tracing.corruption.draw_replacements`)."""
+    row = rows[task_id]
+    if inp.span_kind == "input":
+        candidates = [(t, r.input) for t, r in rows.items() if t != task_id]
+    elif inp.span_kind == "body":
+        candidates = [
+            (t, r.code.split("\n", 1)[1])
+            for t, r in rows.items()
+            if t != task_id and "\n" in r.code
+        ]
+    else:
+        raise ValueError(
+            f"corruption 'replace' has no replacement for span {inp.span_kind!r} (every CRUXEval "
+            "function is named f); use span input or body, or corruption noise"
+        )
+    text = row.prompt + row.answer_prefix
+    tokens, sources = draw_replacements(
+        tokenizer,
+        text,
+        row.output,
+        inp.prompt.input_ids,
+        inp.char_span,
+        inp.span,
+        candidates,
+        samples,
+        seed,
+    )
+    span_len = inp.span[1] - inp.span[0]
+    if not tokens:
+        raise ValueError(
+            f"task {task_id}: no other CRUXEval {inp.span_kind} of the benchmark tokenizes to the "
+            f"same {span_len} token(s) in its place; corruption 'replace' cannot corrupt it "
+            "(use corruption noise)"
+        )
+    if len(tokens) < samples:
+        log.warning(
+            "task %s: only %d of %d replacement(s) tokenize to the span's %d token(s)",
+            task_id,
+            len(tokens),
+            samples,
+            span_len,
+        )
+    log.info("task %s: span replaced by the %s of %s", task_id, inp.span_kind, ", ".join(sources))
+    return replacement_corruption(torch.tensor(inp.prompt.input_ids), inp.span, tokens, sources)
 
 
 def run_select(
@@ -169,13 +261,23 @@ def run_causal_trace(
     code: str = "",
 ) -> pd.DataFrame:
     """One problem: ``settings`` = the config's ``trace`` block items the job depends on
-    (kinds, samples, noise | noise_sigmas, window, seed, span, batch_rows, screen); ``code``
-    goes into the provenance columns."""
+    (kinds, samples, corruption, noise | noise_sigmas, window, seed, span, batch_rows, screen);
+    ``code`` goes into the provenance columns."""
     rows = read_cruxeval_prompts(prompts)
     if task_id not in rows:
         raise ValueError(f"{prompts}: no CRUXEval-O task {task_id!r}")
+    screens = screen_list(settings.get("screen", False))
+    kind = settings.get("corruption", "noise")
     tracer, tokenizer = load_tracer(model, revision, dtype)
-    nu, sigma = _pipeline_noise(tracer, tokenizer, rows, settings)
+    inp = trace_input(tokenizer, rows[task_id], settings.get("span", "input"))
+    corruption = None
+    if kind == "noise":
+        nu, sigma = _pipeline_noise(tracer, tokenizer, rows, settings)
+    else:
+        nu, sigma = None, math.nan
+        corruption = cruxeval_replacement(
+            tokenizer, rows, task_id, inp, int(settings["samples"]), int(settings["seed"])
+        )
     trace_settings = TraceSettings(
         noise=nu,
         kinds=tuple(settings["kinds"]),
@@ -183,10 +285,18 @@ def run_causal_trace(
         window=int(settings["window"]),
         seed=int(settings["seed"]),
         max_rows=settings.get("batch_rows"),
+        corruption=kind,
     )
-    inp = trace_input(tokenizer, rows[task_id], settings.get("span", "input"))
-    screen = bool(settings.get("screen", False))
-    frame = trace_frame(tracer, task_id, inp, trace_settings, sigma, progress=True, screen=screen)
+    frame = trace_frame(
+        tracer,
+        task_id,
+        inp,
+        trace_settings,
+        sigma,
+        progress=True,
+        screens=screens,
+        corruption=corruption,
+    )
     log.info(
         "%s: %d tokens, span %s, target %r (clean top-1: %s), low %.4g high %.4g, sigma %.4g",
         task_id,
@@ -222,7 +332,9 @@ def run_activation_norms(
     else:
         rows = read_cruxeval_prompts(prompts)
         tracer, tokenizer = load_tracer(model, revision, dtype)
-        nu, _sigma = _pipeline_noise(tracer, tokenizer, rows, settings)
+        nu = math.nan  # token replacement adds no noise
+        if settings.get("corruption", "noise") == "noise":
+            nu, _sigma = _pipeline_noise(tracer, tokenizer, rows, settings)
         span = settings.get("span", "input")
         frame = pd.concat(
             [
@@ -248,7 +360,12 @@ def _pipeline_noise(
     )
 
 
-def run_trace_summary(problem_files: Sequence[str], out: str, code: str = "") -> pd.DataFrame:
+def run_trace_summary(
+    problem_files: Sequence[str], out: str, screens_out: str | None = None, code: str = ""
+) -> pd.DataFrame:
+    """AIE summary of the traced problems; with ``screens_out`` also every screen's agreement
+    with the exact trace per problem and kind (:func:`attribution.tracing.agreement.frame_agreement`),
+    logged as means over problems."""
     frames = [pd.read_parquet(p) for p in problem_files]
     cells = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if cells.empty:
@@ -260,6 +377,17 @@ def run_trace_summary(problem_files: Sequence[str], out: str, code: str = "") ->
             log.warning("the traced problems were made differently: %s", made)
     summary = with_columns(summarize(cells), made)
     write_parquet(summary, out)
+    if screens_out is not None:
+        agreement = frame_agreement(cells)
+        if not agreement.empty:
+            means = agreement.groupby(["screen", "kind"], as_index=False, sort=False)[
+                [c for c in AGREEMENT_COLUMNS if c not in ("screen", "kind")]
+            ].mean()
+            log.info(
+                "screens vs exact trace, means over %d problem(s):", agreement.problem.nunique()
+            )
+            log_agreement(means)
+        write_parquet(with_columns(agreement, made), screens_out)
     return summary
 
 

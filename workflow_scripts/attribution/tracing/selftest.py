@@ -12,7 +12,11 @@ heat maps. So before tracing, on two random probe rows, check with plain forward
    adapter's post-sublayer norms, for OLMo-2), so ``attn``/``mlp`` really are the sublayer
    outputs that enter the residual stream;
 4. block outputs are the residual stream: copying row 0's block output into row 1 makes row 1's
-   logits equal row 0's; and perturbing row 1's embedding leaves row 0 untouched.
+   logits equal row 0's; and perturbing row 1's embedding leaves row 0 untouched;
+5. the corruption site is right: a vector added to the embedding module's output reaches block 0's
+   input unchanged (Gemma scales the embedding inside its embedding module in transformers 5, so
+   the noise lands on the scaled embedding; a model that scaled it later would be refused);
+6. the model is in eval mode (dropout off), so every forward is deterministic.
 """
 
 from __future__ import annotations
@@ -21,12 +25,7 @@ from typing import Any
 
 import torch
 
-from attribution.tracing.adapters import (
-    FamilyAdapter,
-    get_module,
-    hidden_of,
-    num_layers,
-)
+from attribution.tracing.adapters import FamilyAdapter, get_module, hidden_of
 
 
 class AdapterError(RuntimeError):
@@ -44,7 +43,11 @@ def _first_arg(args: tuple, kwargs: dict) -> torch.Tensor:
 @torch.no_grad()
 def check_adapter(model: Any, adapter: FamilyAdapter, probe_len: int = 8, seed: int = 0) -> None:
     """Raise :class:`AdapterError` when ``adapter`` does not fit ``model``."""
-    n_layers = num_layers(model, adapter)
+    if getattr(model, "training", False):
+        raise AdapterError(
+            f"{adapter.family}: the model is in training mode (dropout active); call model.eval()"
+        )
+    n_layers = adapter.layers
     param = next(model.parameters())
     hidden = int(get_module(model, adapter.embed).weight.shape[-1])
     gen = torch.Generator().manual_seed(seed)
@@ -119,9 +122,13 @@ def check_adapter(model: Any, adapter: FamilyAdapter, probe_len: int = 8, seed: 
     for layer in range(n_layers):
         attn, mlp = seen[("attn", layer)].float(), seen[("mlp", layer)].float()
         if adapter.post_norms is not None:
-            attn_norm, mlp_norm = (get_module(model, p.format(layer)) for p in adapter.post_norms)
-            attn = attn_norm(seen[("attn", layer)]).float()
-            mlp = mlp_norm(seen[("mlp", layer)]).float()
+            attn_norm, mlp_norm = (
+                get_module(model, p.format(layer)) if p else None for p in adapter.post_norms
+            )
+            if attn_norm is not None:
+                attn = attn_norm(seen[("attn", layer)]).float()
+            if mlp_norm is not None:
+                mlp = mlp_norm(seen[("mlp", layer)]).float()
         out = seen[("hidden", layer)].float()
         rebuilt = block_in[layer].float() + attn + mlp
         err = (out - rebuilt).abs().max().item()
@@ -148,14 +155,56 @@ def check_adapter(model: Any, adapter: FamilyAdapter, probe_len: int = 8, seed: 
         )
     if torch.equal(bumped[1], base_logits[1]):
         raise AdapterError(f"{adapter.family}: {adapter.embed} output does not reach the logits")
+    # 5. noise added to the embedding output arrives unscaled at block 0
+    entering = _block0_input(
+        model, ids, modules[("embed", 0)], modules[("hidden", 0)]
+    )  # plain, bumped
+    delta = (entering[1] - entering[0])[1:2].float()
+    expected = torch.zeros_like(delta)
+    expected[:, 2] = _bump_vector(delta.shape[-1], delta.dtype, delta.device)
+    if (delta - expected).abs().max().item() > tol * max(1.0, entering.abs().max().item()):
+        raise AdapterError(
+            f"{adapter.family}: a vector added to the output of {adapter.embed} reaches "
+            f"{names[('hidden', 0)]} changed (max error {(delta - expected).abs().max().item():.3g});"
+            " the embedding is rescaled after its module, so the noise would not be added to the "
+            "embedding the blocks see"
+        )
+
+
+def _block0_input(model: Any, ids: torch.Tensor, embed: Any, block0: Any) -> torch.Tensor:
+    """Block 0's input for (plain, bumped) runs: index 0 plain, 1 with ``+1`` on row 1, token 2."""
+    got: list[torch.Tensor] = []
+
+    def pre(_m: Any, args: tuple, kwargs: dict) -> None:
+        got.append(_first_arg(args, kwargs).detach().clone())
+
+    def bump(_m: Any, _a: Any, out: torch.Tensor) -> None:
+        out[1, 2] += _bump_vector(out.shape[-1], out.dtype, out.device)
+
+    handle = block0.register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        model(ids)
+        extra = embed.register_forward_hook(bump)
+        try:
+            model(ids)
+        finally:
+            extra.remove()
+    finally:
+        handle.remove()
+    return torch.stack(got)
 
 
 def _copy_row0(h: torch.Tensor) -> None:
     h[1] = h[0]
 
 
+def _bump_vector(size: int, dtype: torch.dtype, device: Any) -> torch.Tensor:
+    # not constant across units: a LayerNorm would cancel a constant shift exactly
+    return torch.linspace(-1.0, 1.0, size, dtype=dtype, device=device)
+
+
 def _bump_row1(h: torch.Tensor) -> None:
-    h[1] += 1.0
+    h[1] += _bump_vector(h.shape[-1], h.dtype, h.device)
 
 
 def _run_with(model: Any, ids: torch.Tensor, module: Any, form: str, edit: Any) -> torch.Tensor:
