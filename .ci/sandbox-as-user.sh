@@ -27,13 +27,17 @@ find "$work/repo" -name __pycache__ -prune -exec rm -rf {} +
 "$work/venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints-cpu.txt \
     pytest pytest-timeout pandas numpy pyarrow tqdm
 chmod -R a+rX "$work"
+# pytest's own temporary folders, in the run's folder: /tmp/pytest-of-$user may be left over
+# from an earlier user of that name (another uid), which pytest refuses.
+mkdir "$work/tmp"
+chown "$user:" "$work/tmp"
 
 echo "sandbox tests as $user (uid $(id -u "$user")):"
 cd "$work/repo"
 setpriv --reuid="$user" --regid="$user" --init-groups \
     env -i HOME="$home" PATH=/usr/bin:/bin LANG=C.UTF-8 HF_HUB_OFFLINE=1 \
     HF_TOKEN=hf_ci_secret_that_must_not_leak WANDB_API_KEY=ci_secret_that_must_not_leak \
-    "$work/venv/bin/python" -m pytest -p no:cacheprovider -q \
+    "$work/venv/bin/python" -m pytest -p no:cacheprovider -q --basetemp="$work/tmp/pytest" \
     tests/test_sandbox.py tests/test_sandbox_outcomes.py tests/test_sandbox_isolation.py \
     tests/test_sandbox_forgery.py
 

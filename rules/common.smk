@@ -266,6 +266,13 @@ def trace_settings():
     return settings
 
 
+def norms_settings():
+    """What the activation norms depend on: the span, and the noise scale of their noise_norm
+    column (not the cells, rows or screens of the trace)."""
+    keys = ("span", "corruption", "noise", "noise_sigmas")
+    return {key: value for key, value in trace_settings().items() if key in keys}
+
+
 def trace_selection():
     crux = benchmark_settings("cruxeval_o") if "cruxeval_o" in BENCHMARKS else {}
     return {

@@ -86,7 +86,7 @@ rule activation_norms:
         "results/{model}/trace/activation_norms.parquet",
     params:
         model=trace_model,
-        settings=trace_settings(),
+        settings=norms_settings(),
         code=code_of("activation_norms.py"),
     resources:
         gpu=1,

@@ -211,7 +211,13 @@ def finish(iso: Isolation, index: int, uid_base: int, hide: list[str], landlock:
     if os.geteuid() == 0:
         # Leased before the root view hides the host's /run.
         uid = lease_uid(uid_base, iso.notes)
-    if iso.mountns:
+    # An ordinary user's program outside a PID namespace could still signal or ptrace the
+    # user's other processes (the engine holds the tokens): the Landlock fallback scopes both,
+    # a root view alone does not, so it is preferred there when the kernel has Landlock.
+    scoped_instead = not iso.pidns and os.geteuid() != 0 and landlock and linux.landlock_abi() >= 1
+    if iso.mountns and scoped_instead:
+        iso.notes.append("no PID namespace: Landlock scopes the program instead of a root view")
+    elif iso.mountns:
         note = _build_root(iso, hide)
         if note:
             iso.notes.append(f"read-only root view: {note}")
