@@ -37,12 +37,14 @@ PRESET = REPO / "presets" / "olmo2-7b.yaml"
 # An untrained tiny model (built in a second): local and cluster outputs must be equal, not good.
 FAST_CONFIG = {"models": {"tiny-olmo2": {"build": {"pretrain_steps": 0}}}}
 MODEL = "models/tiny-olmo2"
-# The slice submitted to the cluster: download (a localrule), prompts, build_model, generate
-# (gpu=1), execute (the sandbox) and score, for one model on one benchmark.
+# The slice submitted to the cluster: download (a localrule), prompts, references (the canonical
+# solutions, run in the sandbox), build_model, generate (gpu=1), execute (the sandbox) and score,
+# for one model on one benchmark.
 SLICE_TARGET = "results/tiny-olmo2/humanevalplus/metrics.json"
 SLICE_OUTPUTS = [
     "data/raw/humanevalplus.parquet",
     "data/prompts/humanevalplus.parquet",
+    "data/references/humanevalplus.parquet",
     "results/tiny-olmo2/humanevalplus/generations.parquet",
     "results/tiny-olmo2/humanevalplus/executions.parquet",
 ]
@@ -228,7 +230,7 @@ def slurm_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_pipeline_slice_through_sbatch_matches_local_run(slurm_cluster, slurm_profile, tmp_path):
-    """download -> prompts, build_model -> generate [gpu=1] -> execute -> score for one model
+    """download -> prompts, references, build_model -> generate [gpu=1] -> execute -> score for one model
     and benchmark: through sbatch, each job completed in SLURM's records, and every output
     (the model's files included) equal to a local run's."""
     config = merged(repo_config(), FAST_CONFIG)
@@ -259,7 +261,14 @@ def test_pipeline_slice_through_sbatch_matches_local_run(slurm_cluster, slurm_pr
         if line.startswith("sbatch call: "):
             rule = re.search(r"--comment rule_([a-z_]+?)_wildcards", line)[1]
             calls[rule] = line
-    assert set(calls) == {"format_prompts", "build_model", "generate", "execute", "score"}
+    assert set(calls) == {
+        "format_prompts",
+        "references",
+        "build_model",
+        "generate",
+        "execute",
+        "score",
+    }
     assert "localrule download_dataset" in log
     assert all(" -p debug " in call for call in calls.values())
     assert " --gpus=1" in calls["generate"]
