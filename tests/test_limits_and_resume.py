@@ -314,3 +314,17 @@ def test_references_rule_in_the_dag(tmp_path):
     assert [j.wc for j in refs] == [{"benchmark": "humanevalplus"}]
     crux = dry_run(ws, "results/tiny-olmo2/cruxeval_o/executions.parquet")
     assert "references" not in rules_of(crux)
+
+
+def test_references_keep_the_dataset_order(tmp_path):
+    """Long tasks run first and workers finish in any order; the file lists tasks as the dataset
+    does, so two runs write the same rows."""
+    from attribution.execution.reference_run import references_job
+
+    tasks = _tasks(n=6)
+    for i in range(6):  # T/5 has the most inputs, so it is scheduled first
+        tasks.loc[i, "plus_input"] = json.dumps([[k] for k in range(i * 3)])
+    dataset = tmp_path / "tasks.parquet"
+    tasks.to_parquet(dataset)
+    references_job("humanevalplus", dataset, tmp_path / "refs.parquet", workers=2)
+    assert list(pd.read_parquet(tmp_path / "refs.parquet")["task_id"]) == list(tasks["task_id"])

@@ -286,7 +286,7 @@ def test_pipeline_slice_through_sbatch_matches_local_run(slurm_cluster, slurm_pr
     # Same outputs as the local run.
     for rel in SLICE_OUTPUTS:
         a, b = pd.read_parquet(cluster / rel), pd.read_parquet(local / rel)
-        timing = [c for c in ("wall_s",) if c in a.columns]  # measured, not computed
+        timing = [c for c in ("wall_s", "cpu_s") if c in a.columns]  # measured, not computed
         pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing))
     for path in sorted((local / MODEL).iterdir()):
         assert (cluster / MODEL / path.name).read_bytes() == path.read_bytes(), path.name
