@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from attribution.generation.base import GenerationRequest, GenerationResult, GenerationSettings
+from attribution.models.forward import cache_keyword
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class HFBackend:
 
     def __init__(self, model: Any, tokenizer: Any, device: torch.device | str | None = None):
         self.model = model
+        self.cache_kw = cache_keyword(model)
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
@@ -132,9 +134,9 @@ class HFBackend:
             input_ids=input_ids,
             attention_mask=attention,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{self.cache_kw: cache},
         )
         next_position = positions[:, -1] + 1
         active = list(rows)
@@ -172,8 +174,8 @@ class HFBackend:
                 input_ids=tokens[:, None],
                 attention_mask=attention,
                 position_ids=next_position[:, None],
-                past_key_values=cache,
                 use_cache=True,
+                **{self.cache_kw: cache},
             )
             next_position = next_position + 1
 

@@ -42,15 +42,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from attribution.models.forward import cache_keyword, output_cache
 from attribution.tracing.adapters import (
     KINDS,
     FamilyAdapter,
     as_output,
-    cache_keyword,
     derive_adapter,
     get_module,
     hidden_of,
-    output_cache,
 )
 from attribution.tracing.corruption import CORRUPTIONS, Corruption, gaussian_corruption
 from attribution.tracing.selftest import check_adapter
