@@ -82,11 +82,16 @@ HE_KNOWN: dict[tuple[str, str], tuple[tuple[bool, bool], tuple[bool, bool], Quir
 }
 
 
-def _check(disagreements: dict, known: dict) -> None:
-    """Every disagreement is known (same values); every non-timing known one occurs."""
+def _check(disagreements: dict, known: dict, timed_out: frozenset = frozenset()) -> None:
+    """Every disagreement is known (same values); every non-timing known one occurs, unless
+    the sample timed out here (a slow machine: the comparison never ran)."""
     unexplained = {k: v for k, v in disagreements.items() if k not in known or known[k][:2] != v}
     assert unexplained == {}, f"disagreements without a diagnosis: {unexplained}"
-    missing = [k for k, v in known.items() if not v[2].timing and k not in disagreements]
+    missing = [
+        k
+        for k, v in known.items()
+        if not v[2].timing and k not in disagreements and k not in timed_out
+    ]
     assert missing == [], f"listed disagreements that no longer occur: {missing}"
 
 
@@ -212,4 +217,8 @@ def test_apps_matches_execeval_per_task_in_both_comparison_modes(shared_benchmar
             (mode, i, t): (theirs[(i, t)], v) for (i, t), v in ours.items() if v != theirs[(i, t)]
         }
         known = {k: v for k, v in APPS_KNOWN.items() if k[0] == mode}
-        _check(disagreements, known)
+        # Sample 3 of 2064 needs 1.5-2 s of CPU on its test 10 here: a slower machine times out.
+        timed_out = frozenset(
+            (mode, r.sample, r.task_id) for r in ex.itertuples() if r.status == "timeout"
+        )
+        _check(disagreements, known, timed_out)
