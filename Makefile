@@ -52,5 +52,7 @@ format: install
 dry-run: install
 	$(BIN)/snakemake -n --cores $(CORES) --resources gpu=$(GPUS)
 
+# results/README.md is tracked (results/ is part of the layout): everything else goes.
 clean-results:
-	rm -rf data/raw data/prompts models results/* logs benchmarks_out .snakemake
+	rm -rf data/raw data/prompts data/references models logs benchmarks_out .snakemake
+	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
