@@ -148,26 +148,7 @@ JOB = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.parametrize("budget", [2, 1])
 def test_snakemake_gpu_jobs_get_distinct_slots(tmp_path, budget):
-    (tmp_path / "Snakefile").write_text(SNAKEFILE)
-    (tmp_path / "job.py").write_text(JOB)
-    env = dict(
-        os.environ,
-        LIBRARY=str(REPO / "workflow_scripts"),
-        ATTRIBUTION_GPU_SLOTS="2",
-        ATTRIBUTION_GPU_LOCK_DIR=str(tmp_path / "locks"),
-    )
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    env.pop("SLURM_JOB_ID", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", f"gpu={budget}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = (json.loads((tmp_path / f"out/{i}.json").read_text()) for i in (1, 2))
+    a, b = _two_gpu_jobs(tmp_path, budget, ATTRIBUTION_GPU_SLOTS="2", CUDA_VISIBLE_DEVICES=None)
     overlap = min(a["end"], b["end"]) > max(a["start"], b["start"])
     if budget == 2:
         assert overlap, (a, b)  # both ran at once ...
@@ -181,18 +162,29 @@ def test_snakemake_gpu_jobs_get_distinct_slots(tmp_path, budget):
 def test_snakemake_jobs_lease_inside_an_exported_set(tmp_path):
     """`export CUDA_VISIBLE_DEVICES=4,6` then snakemake with gpu=2: two gpu=1 jobs run at once,
     one on 4 and one on 6 (before: both saw 4,6)."""
+    a, b = _two_gpu_jobs(tmp_path, 2, CUDA_VISIBLE_DEVICES="4,6", ATTRIBUTION_GPU_SLOTS=None)
+    assert min(a["end"], b["end"]) > max(a["start"], b["start"])  # at once
+    assert {a["devices"], b["devices"]} == {"4", "6"}
+
+
+def _two_gpu_jobs(tmp_path, budget: int, **env_changes: str | None) -> tuple[dict, dict]:
+    """Run the two gpu=1 probe jobs under ``--resources gpu=budget`` (``None`` unsets a
+    variable); what each job saw."""
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     (tmp_path / "job.py").write_text(JOB)
     env = dict(
         os.environ,
         LIBRARY=str(REPO / "workflow_scripts"),
-        CUDA_VISIBLE_DEVICES="4,6",
         ATTRIBUTION_GPU_LOCK_DIR=str(tmp_path / "locks"),
     )
-    env.pop("ATTRIBUTION_GPU_SLOTS", None)
     env.pop("SLURM_JOB_ID", None)
+    for name, value in env_changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "gpu=2"],
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", f"gpu={budget}"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -200,6 +192,4 @@ def test_snakemake_jobs_lease_inside_an_exported_set(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = (json.loads((tmp_path / f"out/{i}.json").read_text()) for i in (1, 2))
-    assert min(a["end"], b["end"]) > max(a["start"], b["start"])  # at once
-    assert {a["devices"], b["devices"]} == {"4", "6"}
+    return tuple(json.loads((tmp_path / f"out/{i}.json").read_text()) for i in (1, 2))
